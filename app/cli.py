@@ -1,0 +1,157 @@
+"""The ``bucket-registry`` command line."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.config import Settings
+
+cli = typer.Typer(
+    help="Gen3 Bucket Registry: buckets as data, credentials in secrets managers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DEV_STATE_DIR = Path(".bucket-registry-dev")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "0.0.0.0",  # noqa: S104
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(envvar="BUCKET_REGISTRY_WORKERS", help="Worker processes.")
+    ] = 1,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="Local development mode: local token key and policy file, file secrets,"
+            " loopback only. Never for production.",
+        ),
+    ] = False,
+) -> None:
+    """Run the HTTP service (uvicorn)."""
+    import uvicorn
+
+    from app.db import migrate
+    from app.dev import DevMode
+    from app.logs import configure_logging
+    from app.main import create_app
+
+    settings = Settings()
+    configure_logging(settings.log_level, json_format=settings.log_json)
+    dev_mode = None
+    if dev:
+        if host == "0.0.0.0":  # noqa: S104 - the default; dev mode narrows it
+            host = "127.0.0.1"
+        if not _is_loopback(host):
+            typer.echo("--dev binds to loopback only; refusing host " + host, err=True)
+            raise typer.Exit(2)
+        if workers != 1:
+            typer.echo("--dev runs a single worker", err=True)
+            workers = 1
+        dev_mode = DevMode(DEV_STATE_DIR.resolve())
+        dev_mode.secrets_dir.mkdir(parents=True, exist_ok=True)
+        settings = settings.model_copy(
+            update={"secrets_backend": "file", "file_secrets_dir": dev_mode.secrets_dir}
+        )
+        typer.secho(
+            "\n  LOCAL DEVELOPMENT MODE — not for production.\n"
+            f"  Tokens: bucket-registry dev-token --user alice   Policy: {dev_mode.policy_file}\n"
+            f"  Database: {settings.database_url}\n",
+            fg=typer.colors.YELLOW,
+            bold=True,
+            err=True,
+        )
+    if settings.is_sqlite:
+        # The embedded default creates and upgrades its own file; PostgreSQL is migrated by
+        # `bucket-registry migrate` (the Helm hook) so replicas never race on DDL.
+        migrate(settings.database_url)
+    if workers > 1:
+        uvicorn.run(
+            "app.main:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            proxy_headers=True,
+        )
+    else:
+        uvicorn.run(
+            create_app(settings, dev=dev_mode),
+            host=host,
+            port=port,
+            log_config=None,
+            proxy_headers=True,
+        )
+
+
+@cli.command("migrate")
+def migrate_command(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Upgrade the database schema (Alembic) to the latest revision."""
+    from app.db import migrate
+
+    settings = Settings()
+    migrate(settings.database_url, revision)
+    typer.echo(f"database at revision {revision}")
+
+
+@cli.command("dev-token")
+def dev_token(
+    user: Annotated[str, typer.Option(help="User name to put in the token.")] = "alice",
+    lifetime: Annotated[int, typer.Option(help="Seconds until the token expires.")] = 3600,
+) -> None:
+    """Mint an access token for local development mode (`serve --dev`)."""
+    from app.dev import DevMode, mint_dev_token
+
+    typer.echo(mint_dev_token(DevMode(DEV_STATE_DIR.resolve()), user, lifetime=lifetime))
+
+
+def render_openapi() -> str:
+    """The app's OpenAPI document as YAML (what ``openapi.yaml`` at the repo root holds)."""
+    import yaml
+
+    from app.main import create_app
+
+    spec = create_app(Settings(database_url="sqlite+aiosqlite:///:memory:")).openapi()
+    return yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=100)
+
+
+@cli.command()
+def openapi(
+    output: Annotated[
+        Path | None, typer.Option(help="Write to this file instead of standard output.")
+    ] = None,
+) -> None:
+    """Print (or write) the OpenAPI document the service serves."""
+    text = render_openapi()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+
+
+def main() -> None:
+    cli(prog_name="bucket-registry")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Service configuration: one pydantic-settings object, built once and passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment.
+
+    Values come from ``BUCKET_REGISTRY_*`` environment variables, then from the optional YAML
+    file named by ``BUCKET_REGISTRY_CONFIG_FILE``, then the defaults below. Standard ``AWS_*``
+    variables (region, ``AWS_ENDPOINT_URL``, ...) are left to botocore, which honours them itself.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="BUCKET_REGISTRY_", extra="ignore")
+
+    config_file: Path | None = None
+
+    database_url: str = "sqlite+aiosqlite:///./bucket-registry.db"
+    database_pool_size: int = Field(default=10, ge=1)
+    arborist_url: str = "http://arborist-service"
+    arborist_timeout: float = Field(default=2.0, gt=0)
+    user_api: str = "http://fence-service/user"
+    admin_resource: str = "/services/bucket-registry"
+    admin_service: str = "bucket-registry"
+    admin_method: str = "bucket_admin"
+
+    secrets_backend: str = "aws_sm"
+    bucket_cache_ttl: float = Field(default=60.0, ge=0)
+    secret_cache_ttl: float = Field(default=300.0, ge=0)
+    secret_grace_period: float = Field(default=900.0, ge=0)
+    authz_cache_ttl: float = Field(default=30.0, ge=0)
+    jwks_cache_ttl: float = Field(default=600.0, ge=0)
+    cache_max_entries: int = Field(default=10_000, ge=1)
+
+    max_presigned_url_ttl: int = Field(default=3600, ge=1)
+    default_presigned_url_ttl: int = Field(default=3600, ge=1)
+    # Comma-separated in the environment (or a JSON list); see validate_endpoint.
+    endpoint_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Secrets backends (SPEC §6). AWS endpoints come from the standard AWS_* variables.
+    vault_addr: str = "http://vault:8200"
+    vault_role: str = "bucket-registry"
+    vault_auth_mount: str = "kubernetes"
+    vault_token: str | None = None
+    kubernetes_token_path: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    gcp_secret_manager_endpoint: str = "https://secretmanager.googleapis.com"  # noqa: S105
+    gcp_iam_credentials_endpoint: str = "https://iamcredentials.googleapis.com"
+    file_secrets_dir: Path | None = None
+
+    # Signing (SPEC §7).
+    sts_session_duration: int = Field(default=3600, ge=900, le=43200)
+    sts_refresh_margin: int = Field(default=300, ge=0)
+    sts_endpoint_url: str | None = None
+
+    fence_config: Path | None = None
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("endpoint_allowlist", mode="before")
+    @classmethod
+    def _split_allowlist(cls, value: Any) -> Any:
+        # Accept a comma-separated string from the environment as well as a JSON/YAML list.
+        if isinstance(value, str):
+            stripped = value.strip()
+            if stripped.startswith("["):
+                return yaml.safe_load(stripped)
+            return [item.strip() for item in stripped.split(",") if item.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = env_settings().get("config_file") if callable(env_settings) else None
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

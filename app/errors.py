@@ -1,0 +1,82 @@
+"""Domain errors raised by services and mapped to HTTP responses in one place (``api.errors``).
+
+Messages are shown to callers: they never carry secret values, tokens or raw SDK errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RegistryError(Exception):
+    """Base of every error the service turns into a JSON error body."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidInput(RegistryError):
+    status_code = 400
+    code = "invalid_request"
+
+
+class Unauthenticated(RegistryError):
+    status_code = 401
+    code = "unauthenticated"
+
+
+class AccessDenied(RegistryError):
+    status_code = 403
+    code = "forbidden"
+
+
+class BucketSuspended(RegistryError):
+    status_code = 403
+    code = "bucket_suspended"
+
+
+class NotFound(RegistryError):
+    status_code = 404
+    code = "not_found"
+
+
+class BucketNotFound(NotFound):
+    code = "bucket_not_found"
+
+
+class Conflict(RegistryError):
+    status_code = 409
+    code = "conflict"
+
+
+class PreconditionFailed(RegistryError):
+    status_code = 412
+    code = "version_mismatch"
+
+
+class DependencyUnavailable(RegistryError):
+    """A dependency (database, Arborist, secrets manager, STS, the store) cannot answer now."""
+
+    status_code = 503
+    code = "dependency_unavailable"
+
+    def __init__(self, dependency: str, message: str | None = None) -> None:
+        super().__init__(message or f"{dependency} is unavailable; retry later")
+        self.dependency = dependency
+
+
+class SecretUnavailable(DependencyUnavailable):
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__("secrets", message)
+
+
+class SecretNotFound(RegistryError):
+    """The reference resolves to nothing: a configuration problem, not an outage."""
+
+    status_code = 503
+    code = "secret_not_found"

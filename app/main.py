@@ -1,0 +1,90 @@
+"""The app factory. Nothing imports this module; the CLI and tests call ``create_app``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api import admin, status
+from app.api.errors import install_error_handlers
+from app.config import Settings
+from app.container import Services
+from app.dev import DevMode
+from app.logs import RequestIdMiddleware
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Buckets as data for Gen3: admins register cloud buckets over REST, credentials
+stay in secrets managers, Arborist decides who may touch which bucket or prefix, and Fence asks
+this service to resolve buckets and sign upload/download URLs."""
+
+
+def create_app(settings: Settings | None = None, *, dev: DevMode | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await Services.start(settings, dev=dev)
+        app.state.services = services
+        if dev is not None:
+            log.warning(
+                "LOCAL DEVELOPMENT MODE: tokens are signed by a local key and authorization"
+                " comes from %s; never expose this instance",
+                dev.policy_file,
+            )
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    app = FastAPI(
+        title="Bucket Registry",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(status.router)
+    app.include_router(admin.router)
+    _install_openapi(app)
+    return app
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Document what the service really answers: 400 (not FastAPI's 422) for invalid input."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+        for operations in spec.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None and "400" not in responses:
+                    responses["400"] = {
+                        "description": "Invalid input",
+                        "content": {"application/json": {"schema": error_ref}},
+                    }
+        schemas = spec.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app_from_env() -> FastAPI:
+    """Entry point for ``uvicorn --factory`` with several workers."""
+    return create_app(Settings())

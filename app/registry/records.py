@@ -1,0 +1,104 @@
+"""Immutable snapshots of registry rows, safe to cache and share between requests."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class Provider(enum.StrEnum):
+    AWS = "aws"
+    GCP = "gcp"
+    MINIO = "minio"
+    S3_COMPATIBLE = "s3_compatible"
+
+    @property
+    def speaks_s3(self) -> bool:
+        return self is not Provider.GCP
+
+    @property
+    def needs_endpoint(self) -> bool:
+        return self in (Provider.MINIO, Provider.S3_COMPATIBLE)
+
+
+class AuthMode(enum.StrEnum):
+    ROLE = "role"
+    STATIC = "static"
+    WORKLOAD_IDENTITY = "workload_identity"
+
+
+class BucketStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class Op(enum.StrEnum):
+    """Operations a binding may allow; ``multipart`` gates multipart uploads."""
+
+    READ = "read"
+    WRITE = "write"
+    DELETE = "delete"
+    MULTIPART = "multipart"
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRecord:
+    id: uuid.UUID
+    bucket_id: uuid.UUID
+    prefix_id: uuid.UUID | None
+    prefix: str  # "" when the binding covers the whole bucket
+    resource_path: str
+    allowed_ops: frozenset[Op]
+
+    def covers(self, key: str, op: Op) -> bool:
+        """True when this binding applies to ``key`` and allows ``op`` (SPEC §5)."""
+        return op in self.allowed_ops and key.startswith(self.prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketRecord:
+    id: uuid.UUID
+    name: str
+    provider: Provider
+    region: str | None
+    endpoint: str | None
+    auth_mode: AuthMode
+    role_arn: str | None
+    external_id: str | None
+    secret_ref: str | None
+    secret_version: str | None
+    owner_project: str | None
+    labels: dict[str, str]
+    status: BucketStatus
+    data_upload_allowed: bool
+    is_default_upload: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    requester_pays: bool = False
+    service_account: str | None = None
+    bindings: tuple[BindingRecord, ...] = field(default=())
+
+    @property
+    def is_active(self) -> bool:
+        return self.status is BucketStatus.ACTIVE
+
+    def credential_generation(self) -> tuple[Any, ...]:
+        """What the signing credentials depend on; a change means new clients and sessions."""
+        return (
+            self.provider,
+            self.region,
+            self.endpoint,
+            self.auth_mode,
+            self.role_arn,
+            self.external_id,
+            self.secret_ref,
+            self.secret_version,
+            self.service_account,
+        )
+
+    def bindings_for(self, key: str, op: Op) -> list[BindingRecord]:
+        return [binding for binding in self.bindings if binding.covers(key, op)]

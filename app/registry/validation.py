@@ -1,0 +1,293 @@
+"""Field rules for bucket registrations: names per provider, endpoints, labels, resource paths.
+
+Every function raises ``InvalidInput`` with a message naming the field, so the API answers 400.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.errors import InvalidInput
+from app.registry.records import AuthMode, Op, Provider
+
+MAX_LABELS = 64
+MAX_LABEL_KEY = 63
+MAX_LABEL_VALUE = 256
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$")
+
+_S3_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_S3_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_S3_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+_RELAXED_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
+_GCS_COMPONENT_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
+
+# Addresses that reach a cloud instance's metadata service: never a storage endpoint.
+_METADATA_HOSTS = frozenset(
+    {
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata",
+        "instance-data",
+        "instance-data.ec2.internal",
+    }
+)
+_ALWAYS_BLOCKED_NETS = (
+    ipaddress.ip_network("169.254.0.0/16"),
+    ipaddress.ip_network("fe80::/10"),
+    ipaddress.ip_network("fd00:ec2::254/128"),
+    ipaddress.ip_network("100.100.100.200/32"),
+)
+_PRIVATE_SUFFIXES = (".local", ".internal", ".localdomain", ".svc", ".cluster.local", ".localhost")
+
+RESOURCE_PATH_RE = re.compile(r"^(/[A-Za-z0-9_.~*@:+-][A-Za-z0-9_.~*@:+ -]*)+$")
+
+
+def _looks_like_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def validate_bucket_name(name: str, provider: Provider) -> str:
+    """Apply the provider's bucket naming rules (S3 for aws/minio, GCS for gcp)."""
+    if provider is Provider.GCP:
+        return _validate_gcs_name(name)
+    if provider is Provider.S3_COMPATIBLE:
+        # On-prem stores differ; keep the shape safe for URLs and paths, not S3's exact rules.
+        if not _RELAXED_NAME_RE.match(name) or ".." in name or _looks_like_ip(name):
+            raise InvalidInput(
+                f"name: {name!r} is not a valid bucket name (3-255 letters, digits, '.', '_', '-',"
+                " starting and ending with a letter or digit)"
+            )
+        return name
+    problems = []
+    if not _S3_NAME_RE.match(name):
+        problems.append(
+            "must be 3-63 lowercase letters, digits, '.' or '-', starting and ending with a letter"
+            " or digit"
+        )
+    if ".." in name:
+        problems.append("must not contain '..'")
+    if _looks_like_ip(name):
+        problems.append("must not be formatted as an IP address")
+    if name.startswith(_S3_RESERVED_PREFIXES) or name.endswith(_S3_RESERVED_SUFFIXES):
+        problems.append("uses a prefix or suffix reserved by S3")
+    if problems:
+        raise InvalidInput(f"name: {name!r} " + "; ".join(problems))
+    return name
+
+
+def _validate_gcs_name(name: str) -> str:
+    components = name.split(".")
+    ok = (
+        3 <= len(name) <= 222
+        and (len(components) > 1 or len(name) <= 63)
+        and all(_GCS_COMPONENT_RE.match(part) for part in components)
+        and not name.startswith("goog")
+        and "google" not in name
+        and "g00gle" not in name
+        and not _looks_like_ip(name)
+    )
+    if not ok:
+        raise InvalidInput(
+            f"name: {name!r} is not a valid GCS bucket name (3-63 lowercase letters, digits, '-',"
+            " '_' and '.', dot-separated parts of at most 63, no 'goog' prefix or 'google')"
+        )
+    return name
+
+
+def _allowlisted(host: str, port: int | None, allowlist: Iterable[str]) -> bool:
+    host = host.lower()
+    address = ipaddress.ip_address(host) if _looks_like_ip(host) else None
+    for raw in allowlist:
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        entry_host, _, entry_port = entry.rpartition(":") if _has_port(entry) else (entry, "", "")
+        if entry_port and port is not None and str(port) != entry_port:
+            continue
+        if entry_port and port is None:
+            continue
+        if address is not None:
+            try:
+                if address in ipaddress.ip_network(entry_host.strip("[]"), strict=False):
+                    return True
+            except ValueError:
+                pass
+        elif entry_host == host:
+            return True
+    return False
+
+
+def _has_port(entry: str) -> bool:
+    if entry.startswith("["):
+        return "]:" in entry
+    return entry.count(":") == 1
+
+
+def validate_endpoint(url: str, allowlist: Iterable[str]) -> str:
+    """Check an S3-compatible endpoint URL and refuse targets that would make us an SSRF proxy.
+
+    Link-local and cloud-metadata addresses are refused always; loopback, private and
+    cluster-internal names only when ``allowlist`` names them (host, host:port, IP or CIDR).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidInput(f"endpoint: not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidInput("endpoint: scheme must be http or https")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise InvalidInput("endpoint: must not contain credentials (user info)")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise InvalidInput("endpoint: must not contain a query or fragment")
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        raise InvalidInput("endpoint: a host is required")
+    if any(ord(ch) < 33 or ord(ch) == 127 for ch in url):
+        raise InvalidInput("endpoint: must not contain whitespace or control characters")
+    if parts.path not in ("", "/"):
+        raise InvalidInput("endpoint: must not contain a path (buckets are addressed path-style)")
+
+    if host in _METADATA_HOSTS:
+        raise InvalidInput("endpoint: cloud metadata addresses are never allowed")
+    if _looks_like_ip(host):
+        address = ipaddress.ip_address(host)
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if any(address in net for net in _ALWAYS_BLOCKED_NETS):
+            raise InvalidInput(
+                "endpoint: link-local and cloud metadata addresses are never allowed"
+            )
+        restricted = (
+            address.is_loopback
+            or address.is_private
+            or address.is_unspecified
+            or address.is_reserved
+            or address.is_multicast
+        )
+    else:
+        restricted = host == "localhost" or "." not in host or host.endswith(_PRIVATE_SUFFIXES)
+    if restricted and not _allowlisted(host, port, allowlist):
+        raise InvalidInput(
+            f"endpoint: {host} is a loopback, private or cluster-internal address; add it to "
+            "BUCKET_REGISTRY_ENDPOINT_ALLOWLIST to allow it"
+        )
+    return url.rstrip("/")
+
+
+def validate_labels(labels: Mapping[str, Any]) -> dict[str, str]:
+    if len(labels) > MAX_LABELS:
+        raise InvalidInput(f"labels: at most {MAX_LABELS} labels")
+    clean: dict[str, str] = {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidInput("labels: keys and values must be strings")
+        if len(key) > MAX_LABEL_KEY or not LABEL_KEY_RE.match(key):
+            raise InvalidInput(
+                f"labels: key {key[:80]!r} must be 1-{MAX_LABEL_KEY} letters, digits, '.', '_',"
+                " '-' or '/', starting and ending with a letter or digit"
+            )
+        if len(value) > MAX_LABEL_VALUE or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise InvalidInput(
+                f"labels: value of {key!r} must be at most {MAX_LABEL_VALUE} printable characters"
+            )
+        clean[key] = value
+    return clean
+
+
+def validate_resource_path(path: str) -> str:
+    if not RESOURCE_PATH_RE.match(path) or "//" in path or len(path) > 1024:
+        raise InvalidInput(
+            "resource_path: must be an Arborist path such as /programs/DEV/projects/ABC"
+            " (starts with '/', no empty segments)"
+        )
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise InvalidInput("resource_path: '.' and '..' segments are not allowed")
+    return path.rstrip("/") or "/"
+
+
+def validate_allowed_ops(ops: Mapping[str, Any]) -> dict[str, bool]:
+    known = {op.value for op in Op}
+    unknown = sorted(set(ops) - known)
+    if unknown:
+        raise InvalidInput(f"allowed_ops: unknown operation(s) {unknown}; allowed: {sorted(known)}")
+    if not all(isinstance(value, bool) for value in ops.values()):
+        raise InvalidInput("allowed_ops: values must be booleans")
+    clean = {op: bool(ops.get(op, False)) for op in sorted(known)}
+    if not any(clean.values()):
+        raise InvalidInput("allowed_ops: at least one operation must be allowed")
+    return clean
+
+
+_ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
+_SERVICE_ACCOUNT_RE = re.compile(
+    r"^[a-z][a-z0-9-]{4,61}[a-z0-9]@[a-z0-9.-]+\.iam\.gserviceaccount\.com$"
+)
+_REGION_RE = re.compile(r"^[a-z0-9-]{2,64}$")
+
+
+def validate_bucket_spec(spec: dict[str, Any], allowlist: Iterable[str]) -> dict[str, Any]:
+    """Cross-field rules for a whole registration (after a PATCH is merged onto the current one).
+
+    Returns the spec with normalised values.
+    """
+    provider = Provider(spec["provider"])
+    auth_mode = AuthMode(spec["auth_mode"])
+    validate_bucket_name(spec["name"], provider)
+    if spec.get("region") is not None and not _REGION_RE.match(spec["region"]):
+        raise InvalidInput("region: must be 2-64 lowercase letters, digits or '-'")
+
+    endpoint = spec.get("endpoint")
+    if provider.needs_endpoint:
+        if not endpoint:
+            raise InvalidInput(f"endpoint: required for provider {provider.value}")
+        spec["endpoint"] = validate_endpoint(endpoint, allowlist)
+    elif endpoint:
+        raise InvalidInput("endpoint: only minio and s3_compatible buckets take an endpoint")
+
+    if auth_mode is AuthMode.ROLE:
+        if provider is Provider.GCP:
+            raise InvalidInput("auth_mode: gcp buckets use static or workload_identity")
+        if not spec.get("role_arn"):
+            raise InvalidInput("role_arn: required when auth_mode is role")
+        if not _ROLE_ARN_RE.match(spec["role_arn"]):
+            raise InvalidInput("role_arn: must look like arn:aws:iam::123456789012:role/name")
+    elif spec.get("role_arn"):
+        raise InvalidInput("role_arn: only used when auth_mode is role")
+    if spec.get("external_id") is not None:
+        if auth_mode is not AuthMode.ROLE:
+            raise InvalidInput("external_id: only used when auth_mode is role")
+        if not _EXTERNAL_ID_RE.match(spec["external_id"]):
+            raise InvalidInput("external_id: 2-1224 characters of [A-Za-z0-9+=,.@:/_-]")
+
+    if auth_mode is AuthMode.STATIC and not spec.get("secret_ref"):
+        raise InvalidInput("secret_ref: required when auth_mode is static")
+    if spec.get("secret_version") is not None and not spec.get("secret_ref"):
+        raise InvalidInput("secret_version: only meaningful with a secret_ref")
+
+    service_account = spec.get("service_account")
+    if provider is Provider.GCP and auth_mode is AuthMode.WORKLOAD_IDENTITY:
+        if not service_account:
+            raise InvalidInput(
+                "service_account: required for gcp buckets using workload_identity"
+                " (the service account whose identity signs URLs)"
+            )
+    if service_account is not None:
+        if provider is not Provider.GCP:
+            raise InvalidInput("service_account: only used by gcp buckets")
+        if not _SERVICE_ACCOUNT_RE.match(service_account):
+            raise InvalidInput("service_account: must be a service account e-mail address")
+
+    if spec.get("is_default_upload") and not spec.get("data_upload_allowed"):
+        raise InvalidInput("is_default_upload: a default upload bucket must allow data upload")
+    spec["labels"] = validate_labels(spec.get("labels") or {})
+    return spec

@@ -1,0 +1,77 @@
+"""Small helpers for starting real servers on 127.0.0.1 inside tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import ThreadingHTTPServer
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError("condition not met in time")
+
+
+def wait_for_http(url: str, timeout: float = 20.0) -> None:
+    def up() -> bool:
+        try:
+            httpx.get(url, timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    wait_until(up, timeout)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The default backlog of 5 refuses connections under the bursts tests create.
+    request_queue_size = 256
+
+
+class BackgroundHTTPServer:
+    """A ThreadingHTTPServer on 127.0.0.1 that can be stopped and started again on one port."""
+
+    def __init__(self, handler_cls: type, port: int | None = None) -> None:
+        self.handler_cls = handler_cls
+        self.port = port or free_port()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> BackgroundHTTPServer:
+        server = _Server(("127.0.0.1", self.port), self.handler_cls)
+        server.owner = self  # type: ignore[attr-defined]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
