@@ -185,7 +185,7 @@ def to_record(
     )
 
 
-SecretRefCheck = Callable[[str], object]
+SecretRefCheck = Callable[[str, str | None], object]
 ChangeListener = Callable[[BucketChange], Awaitable[None] | None]
 
 
@@ -495,7 +495,7 @@ class RegistryService:
     def _validated(self, spec: dict[str, Any]) -> dict[str, Any]:
         spec = validate_bucket_spec(dict(spec), self.endpoint_allowlist)
         if spec.get("secret_ref") and self._check_secret_ref is not None:
-            self._check_secret_ref(spec["secret_ref"])
+            self._check_secret_ref(spec["secret_ref"], spec.get("secret_version"))
         return spec
 
     @staticmethod

@@ -62,7 +62,9 @@ class BackgroundHTTPServer:
         server = _Server(("127.0.0.1", self.port), self.handler_cls)
         server.owner = self  # type: ignore[attr-defined]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 

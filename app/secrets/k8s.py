@@ -1,0 +1,135 @@
+"""Kubernetes Secrets backend (``k8s://namespace/name``): the Secret's data keys are the payload."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import os
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from app.errors import SecretNotFound, SecretUnavailable
+from app.secrets.base import SecretPayload, SecretRef
+
+_NOT_FOUND_STATUSES = frozenset({403, 404})
+
+
+class KubernetesSecretResolver:
+    """Reads v1 Secrets through the Kubernetes API.
+
+    Without a ready ``configuration`` it loads the in-cluster service account when running in a
+    pod (``KUBERNETES_SERVICE_HOST`` set), else the kubeconfig (``kubeconfig`` or the client's
+    default location). A pinned ``version`` must equal the Secret's
+    ``metadata.resourceVersion``; any update to the Secret (even to its labels) changes that,
+    so pins are brittle and null (current) is the normal choice.
+    """
+
+    def __init__(
+        self,
+        *,
+        configuration: client.Configuration | None = None,
+        in_cluster: bool | None = None,
+        kubeconfig: str | None = None,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 5.0,
+    ) -> None:
+        self._configuration = configuration
+        self._in_cluster = in_cluster
+        self._kubeconfig = kubeconfig
+        self._timeout = (connect_timeout, read_timeout)
+        self._api_client: client.ApiClient | None = None
+        self._core: client.CoreV1Api | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, ref: SecretRef, version: str | None) -> SecretPayload:
+        namespace, _, name = ref.location.partition("/")
+        core = await self._core_api()
+        try:
+            # Raw response on purpose: with preloading, the client logs the body at DEBUG and
+            # builds a V1Secret whose repr carries the data.
+            response: Any = await core.read_namespaced_secret(
+                name, namespace, _preload_content=False, _request_timeout=self._timeout
+            )
+            try:
+                status = response.status
+                body = await response.read()
+            finally:
+                response.release()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise SecretUnavailable(
+                f"Kubernetes API unreachable for {ref.raw} ({type(exc).__name__})"
+            ) from None
+
+        if status in _NOT_FOUND_STATUSES:
+            raise SecretNotFound(f"secret {ref.raw} not found or not readable (HTTP {status})")
+        if status != 200:
+            raise SecretUnavailable(f"Kubernetes API failed for {ref.raw} (HTTP {status})")
+        try:
+            secret = json.loads(body)
+        except ValueError:
+            raise SecretUnavailable(
+                f"Kubernetes API sent a malformed Secret for {ref.raw}"
+            ) from None
+        if not isinstance(secret, dict):
+            raise SecretUnavailable(f"Kubernetes API sent a malformed Secret for {ref.raw}")
+
+        resource_version = (secret.get("metadata") or {}).get("resourceVersion")
+        if version is not None and version != resource_version:
+            raise SecretNotFound(
+                f"secret {ref.raw} is at resourceVersion {resource_version}, "
+                f"not the pinned {version}"
+            )
+        return SecretPayload(_decode_data(secret.get("data") or {}, ref), resource_version)
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            if self._api_client is not None:
+                await self._api_client.close()
+            self._api_client = None
+            self._core = None
+
+    async def _core_api(self) -> client.CoreV1Api:
+        if self._core is not None:
+            return self._core
+        async with self._lock:
+            if self._core is None:
+                configuration = self._configuration or await self._load_configuration()
+                # The ApiClient opens an aiohttp session, which must belong to the running loop.
+                self._api_client = client.ApiClient(configuration)
+                self._core = client.CoreV1Api(self._api_client)
+            return self._core
+
+    async def _load_configuration(self) -> client.Configuration:
+        configuration = client.Configuration()
+        in_cluster = self._in_cluster
+        if in_cluster is None:
+            in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        try:
+            if in_cluster:
+                config.load_incluster_config(client_configuration=configuration)
+            else:
+                await config.load_kube_config(
+                    config_file=self._kubeconfig, client_configuration=configuration
+                )
+        except (ConfigException, OSError) as exc:
+            raise SecretUnavailable(
+                f"no usable Kubernetes configuration ({type(exc).__name__})"
+            ) from None
+        return configuration
+
+
+def _decode_data(data: Any, ref: SecretRef) -> dict[str, str]:
+    if not isinstance(data, dict):
+        raise SecretUnavailable(f"Kubernetes API sent a malformed Secret for {ref.raw}")
+    decoded: dict[str, str] = {}
+    for key, value in data.items():
+        try:
+            decoded[key] = base64.b64decode(value, validate=True).decode("utf-8")
+        except (TypeError, binascii.Error, UnicodeDecodeError):
+            raise SecretNotFound(f"secret {ref.raw} key {key!r} is not UTF-8 text") from None
+    return decoded
