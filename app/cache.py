@@ -127,12 +127,15 @@ class AsyncCache(Generic[K, V]):
         me = asyncio.current_task()
         try:
             self.stats.loads += 1
+            # The grace period is judged from when the refresh began: a backend that takes its
+            # time to fail (retries, timeouts) must not eat into it.
+            started = self._clock()
             try:
                 value = await loader()
             except Exception:
                 self.stats.load_errors += 1
                 stale = self._entries.get(key)
-                if stale is not None and self._clock() < stale.stale_until:
+                if stale is not None and started < stale.stale_until:
                     self.stats.stale_served += 1
                     log.warning(
                         "serving stale cache entry after a failed refresh",

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
+from app.access.directory import BucketDirectory
+from app.access.probe import BucketProbe
+from app.access.service import AccessService
 from app.authz.arborist import ArboristAuthorizer, Authorizer, DecisionCache, LocalPolicyAuthorizer
 from app.authz.policy import PolicyDocument
 from app.authz.tokens import HttpJwks, StaticJwks, TokenVerifier
+from app.cache import AsyncCache
 from app.config import Settings
 from app.db import Database
 from app.dev import DEV_ISSUER, DevMode, dev_jwks
-from app.registry.service import RegistryService
+from app.metrics import Metrics
+from app.registry.notify import ChangeListener
+from app.registry.service import BucketChange, RegistryService
+from app.secrets.base import validate_secret_version
+from app.secrets.store import SecretStore
+from app.signing.service import SigningService
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +36,20 @@ class Services:
     tokens: TokenVerifier
     authorizer: Authorizer
     registry: RegistryService
+    secrets: SecretStore
+    signing: SigningService
+    directory: BucketDirectory
+    access: AccessService
+    probe: BucketProbe
+    metrics: Metrics
+    listener: ChangeListener | None = None
     dev: DevMode | None = None
-    closers: list = field(default_factory=list)
 
     @classmethod
-    async def start(cls, settings: Settings, *, dev: DevMode | None = None) -> Services:
-        db = Database(settings)
+    async def start(
+        cls, settings: Settings, *, metrics: Metrics, dev: DevMode | None = None
+    ) -> Services:
+        db = Database(settings, observe=metrics.observe_dependency)
         # One pooled client for Arborist and Fence's JWKS; limits sit above the concurrency a
         # replica serves so requests never queue for a connection.
         http = httpx.AsyncClient(
@@ -57,23 +75,106 @@ class Services:
                 http,
                 timeout=settings.arborist_timeout,
                 decisions=DecisionCache(settings.authz_cache_ttl, settings.cache_max_entries),
+                observe=metrics.observe_dependency,
             )
-        registry = RegistryService(db, endpoint_allowlist=settings.endpoint_allowlist)
-        return cls(
+        secrets = SecretStore(settings)
+        registry = RegistryService(
+            db,
+            endpoint_allowlist=settings.endpoint_allowlist,
+            check_secret_ref=lambda ref, version: validate_secret_version(
+                secrets.parse(ref), version
+            ),
+        )
+        signing = SigningService(settings, secrets)
+        directory = BucketDirectory(
+            registry, ttl=settings.bucket_cache_ttl, max_entries=settings.cache_max_entries
+        )
+        services = cls(
             settings=settings,
             db=db,
             http=http,
             tokens=tokens,
             authorizer=authorizer,
             registry=registry,
+            secrets=secrets,
+            signing=signing,
+            directory=directory,
+            access=AccessService(
+                directory,
+                authorizer,
+                signing,
+                count=lambda *labels: metrics.presigns.labels(*labels).inc(),
+            ),
+            probe=BucketProbe(secrets, signing, http),
+            metrics=metrics,
             dev=dev,
         )
+        registry.listeners.append(services.forget)
+        if db.engine.dialect.name == "postgresql":
+            # Other replicas' changes arrive by NOTIFY; on SQLite there is only this process.
+            services.listener = ChangeListener(
+                settings.database_url,
+                services.forget,
+                directory.forget_everything,
+                origin=registry.origin,
+            )
+            services.listener.start()
+        services._watch()
+        return services
+
+    def _watch(self) -> None:
+        metrics = self.metrics
+        caches: list[AsyncCache[Any, Any]] = [
+            self.directory.buckets,
+            self.directory.defaults,
+            self.secrets.cache,
+            self.tokens.cache,
+            self.signing.sts.session_cache,
+            self.signing.signer_cache,
+        ]
+        decisions = getattr(self.authorizer, "decisions", None)
+        if decisions is not None:
+            caches.append(decisions.cache)
+        for cache in caches:
+            metrics.watch_cache(cache)
+        metrics.watch_counter(
+            "secret_fetches_total",
+            "Calls to secrets backends",
+            lambda: {(scheme,): s.fetch_count for scheme, s in self.secrets.backend_stats.items()},
+            ["backend"],
+        )
+        metrics.watch_counter(
+            "secret_fetch_errors_total",
+            "Failed calls to secrets backends",
+            lambda: {
+                (scheme, kind): getattr(s, kind)
+                for scheme, s in self.secrets.backend_stats.items()
+                for kind in ("not_found", "unavailable", "other_errors")
+            },
+            ["backend", "kind"],
+        )
+        metrics.watch_counter(
+            "sts_assume_role_total",
+            "STS AssumeRole calls",
+            lambda: {(): self.signing.sts.assume_count},
+        )
+        metrics.watch_counter(
+            "change_notifications_received_total",
+            "Registry change notifications received from PostgreSQL",
+            lambda: {(): self.listener.received if self.listener else 0},
+        )
+
+    def forget(self, change: BucketChange) -> None:
+        """Drop every cached thing a registry change makes stale, on this replica."""
+        previous = self.directory.forget(change)
+        self.signing.invalidate_bucket(change.bucket_id)
+        if previous is not None and previous.secret_ref:
+            self.secrets.invalidate(previous.secret_ref)
 
     async def aclose(self) -> None:
-        for closer in reversed(self.closers):
-            try:
-                await closer()
-            except Exception:
-                log.exception("error while shutting down")
+        if self.listener is not None:
+            await self.listener.stop()
+        await self.signing.aclose()
+        await self.secrets.aclose()
         await self.http.aclose()
         await self.db.dispose()

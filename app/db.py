@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -74,15 +75,32 @@ def create_engine(settings: Settings) -> AsyncEngine:
 class Database:
     """The engine and a session factory; the only shared state between replicas lives behind it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, observe: Callable[[str, float, bool], None] | None = None
+    ) -> None:
         self.settings = settings
         self.engine = create_engine(settings)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.query_count = 0
+        sync_engine = self.engine.sync_engine
 
-        @event.listens_for(self.engine.sync_engine, "before_cursor_execute")
-        def _count(*_args):
+        @event.listens_for(sync_engine, "before_cursor_execute")
+        def _started(_conn, _cursor, _statement, _params, context, _many):
             self.query_count += 1
+            context._bucket_registry_started = time.perf_counter()
+
+        if observe is None:
+            return
+
+        @event.listens_for(sync_engine, "after_cursor_execute")
+        def _finished(_conn, _cursor, _statement, _params, context, _many):
+            started = getattr(context, "_bucket_registry_started", None)
+            if started is not None:
+                observe("database", time.perf_counter() - started, True)
+
+        @event.listens_for(sync_engine, "handle_error")
+        def _failed(_context):
+            observe("database", 0.0, False)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -8,6 +8,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -16,6 +17,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
+# Fields a handler adds to its request's single access-log line (see ``annotate_request``).
+_request_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "request_fields", default=None
+)
+
+
+def annotate_request(**fields: Any) -> bool:
+    """Add ``fields`` to the access-log line of the HTTP request being served.
+
+    Returns False outside a request, so the caller can log on its own. One line per request
+    (rather than an access line plus a decision line) halves the logging cost of the data path.
+    """
+    current = _request_fields.get()
+    if current is None:
+        return False
+    current.update(fields)
+    return True
+
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -57,17 +76,30 @@ def configure_logging(level: str = "INFO", *, json_format: bool = True) -> None:
         logging.getLogger(name).propagate = True
     # Our middleware writes the access log, with the request id; uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
-    # Chatty libraries whose debug output could include request details.
-    for name in ("botocore", "aiobotocore", "urllib3", "httpx", "httpcore", "gen3authz"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    quiet_libraries(root.level)
+
+
+# Libraries whose debug output includes request and response bodies — for Secrets Manager
+# that is the secret itself — so they never log below WARNING, whatever our level.
+CHATTY_LIBRARIES = ("botocore", "aiobotocore", "boto3", "urllib3", "httpx", "httpcore", "gen3authz")
+
+
+def quiet_libraries(level: int) -> None:
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.WARNING, level))
 
 
 class RequestIdMiddleware:
     """Gives each request an id (the caller's ``X-Request-ID`` when sane), echoes it in the
     response, and writes one access log line per request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        observe: Callable[[str, str, int, float], None] | None = None,
+    ) -> None:
         self.app = app
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,6 +114,8 @@ class RequestIdMiddleware:
                 break
         request_id = request_id or uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        fields: dict[str, Any] = {}
+        fields_token = _request_fields.set(fields)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -98,12 +132,20 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             path = scope.get("path", "")
+            elapsed = time.perf_counter() - started
+            if self.observe is not None:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                self.observe(scope.get("method", ""), template, status, elapsed)
             if not path.startswith(_QUIET_PATHS):
-                extra: dict[str, Any] = {
-                    "method": scope.get("method"),
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                }
-                access_log.info("request", extra=extra)
+                fields.update(
+                    method=scope.get("method"),
+                    path=path,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
+                access_log.info(
+                    "access decision" if "decision" in fields else "request", extra=fields
+                )
+            _request_fields.reset(fields_token)
             request_id_var.reset(token)

@@ -10,12 +10,13 @@ from typing import Any
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import admin, status
+from app.api import admin, data, resolve, status
 from app.api.errors import install_error_handlers
 from app.config import Settings
 from app.container import Services
 from app.dev import DevMode
 from app.logs import RequestIdMiddleware
+from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,11 @@ this service to resolve buckets and sign upload/download URLs."""
 
 def create_app(settings: Settings | None = None, *, dev: DevMode | None = None) -> FastAPI:
     settings = settings or Settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await Services.start(settings, dev=dev)
+        services = await Services.start(settings, metrics=metrics, dev=dev)
         app.state.services = services
         if dev is not None:
             log.warning(
@@ -50,7 +52,10 @@ def create_app(settings: Settings | None = None, *, dev: DevMode | None = None) 
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, observe=metrics.observe_request)
+    # Routes are matched in order: the data path Fence calls on every transfer goes first.
+    app.include_router(data.router)
+    app.include_router(resolve.router)
     app.include_router(status.router)
     app.include_router(admin.router)
     _install_openapi(app)

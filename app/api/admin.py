@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from app.api.deps import AdminDep, ServicesDep, actor_for, admin_identity
 from app.errors import InvalidInput
@@ -29,6 +30,7 @@ from app.registry.schemas import (
     StatusChanged,
 )
 from app.registry.service import BucketFilter, Page, parse_if_match
+from app.registry.validation import LABEL_KEY_RE
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
@@ -80,8 +82,8 @@ def _labels(raw: list[str]) -> dict[str, str]:
     labels = {}
     for item in raw:
         key, sep, value = item.partition(":")
-        if not sep or not key:
-            raise InvalidInput(f"label: expected key:value, got {item[:80]!r}")
+        if not sep or not LABEL_KEY_RE.match(key):
+            raise InvalidInput(f"label: expected key:value with a valid key, got {item[:80]!r}")
         labels[key] = value
     return labels
 
@@ -224,6 +226,41 @@ async def remove_binding(
 ) -> Ok:
     await services.registry.remove_binding(name, binding_id, actor_for(request, who))
     return Ok()
+
+
+class CheckOut(BaseModel):
+    status: Literal["pass", "fail", "skipped"]
+    reason: str
+
+
+class ValidationReport(BaseModel):
+    ok: bool
+    checks: dict[str, CheckOut] = Field(
+        description="secret_accessible, role_assumable, bucket_listable, presign_test"
+        " (and write_probe when asked)"
+    )
+    errors: list[str]
+
+
+@router.post(
+    "/buckets/{name}/validate",
+    response_model=ValidationReport,
+    summary="Dry-run the bucket's secret, role, listing and a real presigned request",
+)
+async def validate_bucket(
+    name: str,
+    services: ServicesDep,
+    write_probe: Annotated[
+        bool, Query(description="Also PUT, GET and DELETE a small probe object")
+    ] = False,
+) -> ValidationReport:
+    bucket = await services.registry.load_record(name)
+    report = await services.probe.run(bucket, write_probe=write_probe)
+    return ValidationReport(
+        ok=report.ok,
+        checks={k: CheckOut(status=v.status, reason=v.reason) for k, v in report.checks.items()},
+        errors=report.errors,
+    )
 
 
 def _audit_out(rows: list[BucketAudit]) -> list[AuditOut]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import httpx
@@ -80,19 +81,30 @@ class ArboristAuthorizer:
     """Asks Arborist's ``/auth/request`` through the gen3authz client, on one pooled connection."""
 
     def __init__(
-        self, base_url: str, http: httpx.AsyncClient, *, timeout: float, decisions: DecisionCache
+        self,
+        base_url: str,
+        http: httpx.AsyncClient,
+        *,
+        timeout: float,
+        decisions: DecisionCache,
+        observe: Callable[[str, float, bool], None] | None = None,
     ) -> None:
         self.client = _PooledArboristClient(http, arborist_base_url=base_url, timeout=timeout)
         self.decisions = decisions
         self.calls = 0
+        self._observe = observe
 
     async def authorize(self, identity: Identity, service: str, method: str, resource: str) -> bool:
         async def ask() -> bool:
             self.calls += 1
+            started = time.perf_counter()
+            ok = False
             try:
-                return bool(
+                answer = bool(
                     await self.client.auth_request(identity.token, service, [method], [resource])
                 )
+                ok = True
+                return answer
             except ArboristError as exc:
                 code = getattr(exc, "code", None) or 500
                 if code >= 500:
@@ -102,6 +114,9 @@ class ArboristAuthorizer:
                 return False
             except (ArboristTimeoutError, httpx.HTTPError, OSError) as exc:
                 raise DependencyUnavailable("arborist") from exc
+            finally:
+                if self._observe is not None:
+                    self._observe("arborist", time.perf_counter() - started, ok)
 
         return await self.decisions.decide(identity, service, method, resource, ask)
 

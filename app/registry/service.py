@@ -203,6 +203,9 @@ class RegistryService:
         self.endpoint_allowlist = list(endpoint_allowlist)
         self._check_secret_ref = check_secret_ref
         self.listeners: list[ChangeListener] = []
+        # Tags this replica's notifications, so it can skip its own echo (it has already
+        # invalidated locally; a late echo would only evict freshly reloaded entries).
+        self.origin = uuid.uuid4().hex
 
     # ----- reads -------------------------------------------------------------------------
 
@@ -547,7 +550,9 @@ class RegistryService:
         )
         if session.bind is not None and session.bind.dialect.name == "postgresql":
             # Delivered to every listening replica when (and only if) this transaction commits.
-            payload = json.dumps({"id": str(bucket.id), "name": bucket.name, "action": action})
+            payload = json.dumps(
+                {"id": str(bucket.id), "name": bucket.name, "action": action, "origin": self.origin}
+            )
             await session.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, payload)))
 
     async def _announce(self, change: BucketChange) -> None:

@@ -103,7 +103,15 @@ async def test_list_filters_and_link_pagination(client, admin_headers) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["limit=0", "limit=5000", "status=gone", "provider=azure", "label=novalue", "cursor=%%%"],
+    [
+        "limit=0",
+        "limit=5000",
+        "status=gone",
+        "provider=azure",
+        "label=novalue",
+        'label=a"b:c',
+        "cursor=%%%",
+    ],
 )
 async def test_list_rejects_bad_queries(client, admin_headers, query) -> None:
     response = await client.get("/admin/buckets?" + query, headers=admin_headers)
@@ -604,14 +612,19 @@ async def test_audit_rows_never_hold_secret_values(client, admin_headers, databa
     assert attempt.status_code == 400
     assert leaked not in attempt.text
     assert (await create(client, admin_headers, MINIO_STATIC)).status_code == 201
-    await client.patch(
+    bad_version = await client.patch(
+        "/admin/buckets/minio-archive", json={"secret_version": "v2"}, headers=admin_headers
+    )
+    assert bad_version.status_code == 400 and "VersionId" in bad_version.json()["message"]
+    rotated = await client.patch(
         "/admin/buckets/minio-archive",
         json={
             "secret_ref": "aws-sm://gen3/bucket-registry/minio-archive-v2",
-            "secret_version": "v2",
+            "secret_version": "3f1c9a2e-8d4b-4c7a-9e2f-1a2b3c4d5e6f",
         },
         headers=admin_headers,
     )
+    assert rotated.status_code == 200, rotated.text
     engine = create_async_engine(database_url)
     try:
         async with engine.connect() as connection:

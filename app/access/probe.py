@@ -1,0 +1,144 @@
+"""``validate``: a dry run of everything a bucket needs, reported check by check.
+
+Nothing in the registry changes. The presign test is really sent: a presigned HEAD of a probe
+key answered 200 or 404 means the store and our signature agree; 403 means they do not.
+"""
+
+from __future__ import annotations
+
+import secrets as random_tokens
+from dataclasses import dataclass, field
+from typing import Literal
+
+import httpx
+
+from app.errors import RegistryError
+from app.registry.records import AuthMode, BucketRecord
+from app.secrets.store import SecretStore
+from app.signing.base import BucketSigner
+from app.signing.service import SigningService
+
+PROBE_PREFIX = ".bucket-registry-probe/"
+CheckStatus = Literal["pass", "fail", "skipped"]
+CHECKS = ("secret_accessible", "role_assumable", "bucket_listable", "presign_test")
+
+
+@dataclass(slots=True)
+class CheckResult:
+    status: CheckStatus
+    reason: str
+
+
+@dataclass(slots=True)
+class ProbeReport:
+    bucket: str
+    checks: dict[str, CheckResult] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(check.status != "fail" for check in self.checks.values())
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{name}: {c.reason}" for name, c in self.checks.items() if c.status == "fail"]
+
+
+def _reason(exc: Exception) -> str:
+    # Domain errors carry messages written for callers; anything else is summarised by type so
+    # an SDK's text (which may quote request details) never reaches the report.
+    if isinstance(exc, RegistryError):
+        return exc.message
+    return f"{type(exc).__name__} while talking to the store"
+
+
+class BucketProbe:
+    def __init__(
+        self, secrets: SecretStore, signing: SigningService, http: httpx.AsyncClient
+    ) -> None:
+        self.secrets = secrets
+        self.signing = signing
+        self.http = http
+
+    async def run(self, bucket: BucketRecord, *, write_probe: bool = False) -> ProbeReport:
+        report = ProbeReport(bucket.name)
+        checks = report.checks
+        if bucket.secret_ref:
+            try:
+                payload = await self.secrets.get(bucket.secret_ref, bucket.secret_version)
+                checks["secret_accessible"] = CheckResult(
+                    "pass", f"resolved ({len(payload)} fields)"
+                )
+            except Exception as exc:
+                checks["secret_accessible"] = CheckResult("fail", _reason(exc))
+        else:
+            checks["secret_accessible"] = CheckResult("skipped", "no secret_ref is set")
+
+        if bucket.auth_mode is AuthMode.ROLE and bucket.role_arn:
+            try:
+                session = await self.signing.sts.session_for(
+                    bucket.role_arn, bucket.external_id, 60, bucket_name=bucket.name
+                )
+                checks["role_assumable"] = CheckResult(
+                    "pass", f"session valid until {session.expires_at.isoformat()}"
+                )
+            except Exception as exc:
+                checks["role_assumable"] = CheckResult("fail", _reason(exc))
+        else:
+            checks["role_assumable"] = CheckResult("skipped", f"auth_mode is {bucket.auth_mode}")
+
+        if any(check.status == "fail" for check in checks.values()):
+            for name in ("bucket_listable", "presign_test"):
+                checks[name] = CheckResult("skipped", "no usable credentials")
+            return report
+
+        try:
+            signer = await self.signing.signer_for(bucket, min_lifetime=60)
+        except Exception as exc:
+            for name in ("bucket_listable", "presign_test"):
+                checks[name] = CheckResult("fail", _reason(exc))
+            return report
+
+        try:
+            await signer.list_one()
+            checks["bucket_listable"] = CheckResult("pass", "ListObjectsV2 answered")
+        except Exception as exc:
+            checks["bucket_listable"] = CheckResult("fail", _reason(exc))
+
+        checks["presign_test"] = await self._presign_test(signer)
+        if write_probe:
+            checks["write_probe"] = await self._write_probe(signer)
+        return report
+
+    async def _presign_test(self, signer: BucketSigner) -> CheckResult:
+        key = PROBE_PREFIX + "presign-" + random_tokens.token_hex(8)
+        try:
+            signed = await self.signing.sign_with(signer, key, "HEAD", 60)
+        except RegistryError as exc:
+            return CheckResult("fail", exc.message)
+        try:
+            response = await self.http.head(signed.url, headers=signed.headers, timeout=10)
+        except httpx.HTTPError as exc:
+            return CheckResult("fail", f"the store did not answer ({type(exc).__name__})")
+        if response.status_code in (200, 404):
+            return CheckResult("pass", f"the store accepted the signature ({response.status_code})")
+        if response.status_code == 403:
+            return CheckResult("fail", "the store rejected the presigned URL (403)")
+        return CheckResult("fail", f"unexpected answer {response.status_code} from the store")
+
+    async def _write_probe(self, signer: BucketSigner) -> CheckResult:
+        key = PROBE_PREFIX + "write-" + random_tokens.token_hex(8)
+        body = random_tokens.token_bytes(64)
+        steps = (("PUT", body), ("GET", None), ("DELETE", None))
+        for method, content in steps:
+            signed = await self.signing.sign_with(signer, key, method, 60)
+            try:
+                response = await self.http.request(
+                    method, signed.url, headers=signed.headers, content=content, timeout=10
+                )
+            except httpx.HTTPError as exc:
+                return CheckResult("fail", f"{method} failed ({type(exc).__name__})")
+            if response.status_code >= 300:
+                return CheckResult("fail", f"{method} answered {response.status_code}")
+            if method == "GET" and response.content != body:
+                return CheckResult("fail", "the object read back differs from what was written")
+        return CheckResult("pass", f"wrote, read back and deleted {key}")

@@ -1,0 +1,114 @@
+"""Data path (SPEC §4): presigned URLs and multipart uploads, with the end user's token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.access.schemas import (
+    MultipartAbort,
+    MultipartComplete,
+    MultipartInit,
+    MultipartPartRequest,
+    MultipartStarted,
+    PresignedUrl,
+    PresignRequest,
+)
+from app.api.deps import BEARER_SECURITY, CallerDep
+from app.registry.records import Op
+from app.registry.schemas import ErrorBody, Ok
+from app.signing.base import PresignedRequest
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Invalid input (bucket, key, op, part number)",
+        401: "Missing, invalid or expired token",
+        403: "Denied by the bindings or Arborist, or the bucket is suspended",
+        404: "Unknown bucket",
+        503: "Arborist, the database, the secrets manager or the store is unavailable",
+    }.items()
+}
+
+router = APIRouter(tags=["data"], responses=_ERRORS)
+
+
+def _url(signed: PresignedRequest) -> JSONResponse:
+    # Built directly in the documented PresignedUrl shape: skipping response-model validation
+    # matters on the path Fence calls for every download and upload.
+    return JSONResponse(
+        {
+            "url": signed.url,
+            "method": signed.method,
+            "expires_at": signed.expires_at.isoformat(),
+            "headers": signed.headers,
+        }
+    )
+
+
+@router.post(
+    "/presign",
+    response_model=PresignedUrl,
+    summary="Sign a read, write or delete URL",
+    openapi_extra=BEARER_SECURITY,
+)
+async def presign(body: PresignRequest, caller: CallerDep) -> JSONResponse:
+    signed = await caller.services.access.presign(
+        caller.identity, body.bucket, body.key, Op(body.op), body.expires_in
+    )
+    return _url(signed)
+
+
+@router.post(
+    "/multipart/init",
+    response_model=MultipartStarted,
+    summary="Start a multipart upload",
+    openapi_extra=BEARER_SECURITY,
+)
+async def multipart_init(body: MultipartInit, caller: CallerDep) -> MultipartStarted:
+    access = caller.services.access
+    return MultipartStarted(
+        upload_id=await access.multipart_init(caller.identity, body.bucket, body.key)
+    )
+
+
+@router.post(
+    "/multipart/presign",
+    response_model=PresignedUrl,
+    summary="Sign one part's upload URL",
+    openapi_extra=BEARER_SECURITY,
+)
+async def multipart_presign(body: MultipartPartRequest, caller: CallerDep) -> JSONResponse:
+    signed = await caller.services.access.multipart_presign(
+        caller.identity, body.bucket, body.key, body.upload_id, body.part_number, body.expires_in
+    )
+    return _url(signed)
+
+
+@router.post(
+    "/multipart/complete",
+    response_model=Ok,
+    summary="Complete a multipart upload",
+    openapi_extra=BEARER_SECURITY,
+)
+async def multipart_complete(body: MultipartComplete, caller: CallerDep) -> Ok:
+    parts = [(part.part_number, part.etag) for part in body.parts]
+    await caller.services.access.multipart_complete(
+        caller.identity, body.bucket, body.key, body.upload_id, parts
+    )
+    return Ok()
+
+
+@router.post(
+    "/multipart/abort",
+    response_model=Ok,
+    summary="Abort a multipart upload",
+    openapi_extra=BEARER_SECURITY,
+)
+async def multipart_abort(body: MultipartAbort, caller: CallerDep) -> Ok:
+    await caller.services.access.multipart_abort(
+        caller.identity, body.bucket, body.key, body.upload_id
+    )
+    return Ok()

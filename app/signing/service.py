@@ -1,0 +1,248 @@
+"""The one entry point the API layer uses to sign: cached signers per bucket and credential set."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from aiobotocore.session import AioSession
+
+from app.cache import AsyncCache, CacheStats
+from app.config import Settings
+from app.errors import DependencyUnavailable, InvalidInput
+from app.registry.records import BucketRecord, Op, Provider
+from app.signing.base import (
+    HTTP_METHOD_FOR_OP,
+    BucketSigner,
+    PresignedRequest,
+    SignerFactory,
+    utcnow,
+)
+from app.signing.credentials import SecretSource
+from app.signing.gcs import GcsSignerFactory
+from app.signing.keys import validate_key
+from app.signing.s3 import S3SignerFactory
+from app.signing.sts import StsSessions
+
+log = logging.getLogger(__name__)
+
+SignerKey = tuple[uuid.UUID, tuple[Hashable, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class SigningStats:
+    signers_built: int
+    signers_live: int
+    assume_count: int
+    cache: CacheStats
+
+
+class SigningService:
+    """Hands out a ``BucketSigner`` per bucket, rebuilt when its credentials change or run short.
+
+    Signers are cached per ``(bucket id, credential generation)``: an admin change of the
+    secret reference, version, role or endpoint changes the generation, so the next request
+    gets a new signer on every replica without waiting for a TTL.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        secrets: SecretSource,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        session: AioSession | None = None,
+        sts: StsSessions | None = None,
+        factories: Mapping[Provider, SignerFactory] | None = None,
+        max_attempts: int = 3,
+    ) -> None:
+        self._settings = settings
+        self._now = clock or utcnow
+        session = session or AioSession()
+        self.sts = sts or StsSessions(
+            settings, session=session, clock=self._now, max_attempts=max_attempts
+        )
+        if factories is None:
+            s3 = S3SignerFactory(
+                settings,
+                secrets,
+                self.sts,
+                session=session,
+                clock=self._now,
+                max_attempts=max_attempts,
+            )
+            defaults: dict[Provider, SignerFactory] = {
+                provider: s3 for provider in Provider if provider.speaks_s3
+            }
+            defaults[Provider.GCP] = GcsSignerFactory(
+                settings,
+                secrets,
+                gcs_endpoint=settings.gcs_endpoint,
+                billing_project=settings.gcp_billing_project,
+                clock=self._now,
+                max_attempts=max_attempts,
+            )
+            factories = defaults
+        self._factories = dict(factories)
+        # Signer lifetimes follow credential expiry, a wall-clock instant.
+        epoch = self._epoch_seconds
+        self._signers: AsyncCache[SignerKey, BucketSigner] = AsyncCache(
+            "signers", ttl=0, max_entries=settings.cache_max_entries, clock=epoch
+        )
+        # Never stores (ttl 0): makes callers that found one signer too short-lived share a rebuild.
+        self._rebuilds: AsyncCache[tuple[SignerKey, datetime | None], BucketSigner] = AsyncCache(
+            "signer_rebuilds", ttl=0, clock=epoch
+        )
+        # The signer each bucket currently uses, so a replaced one can release its client.
+        self._live: dict[uuid.UUID, tuple[SignerKey, BucketSigner]] = {}
+        self._retired: list[BucketSigner] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self._signers_built = 0
+
+    def _epoch_seconds(self) -> float:
+        return self._now().timestamp()
+
+    @property
+    def signer_cache(self) -> AsyncCache[SignerKey, BucketSigner]:
+        """The signer cache, for metrics; read its ``stats``, do not write to it."""
+        return self._signers
+
+    @property
+    def stats(self) -> SigningStats:
+        return SigningStats(
+            signers_built=self._signers_built,
+            signers_live=len(self._live),
+            assume_count=self.sts.assume_count,
+            cache=self._signers.stats,
+        )
+
+    def clamp_expires_in(self, requested: int | None) -> int:
+        """The URL lifetime to use: the default when none is asked, never above the maximum."""
+        maximum = self._settings.max_presigned_url_ttl
+        if requested is None:
+            requested = self._settings.default_presigned_url_ttl
+        return max(1, min(requested, maximum))
+
+    async def signer_for(self, bucket: BucketRecord, *, min_lifetime: int) -> BucketSigner:
+        """A signer for ``bucket`` whose credentials cover ``min_lifetime`` seconds if they can.
+
+        When even fresh credentials are shorter-lived, the signer shortens the URLs it signs
+        (``PresignedRequest.expires_at`` tells the truth).
+        """
+        factory = self._factory_for(bucket)
+        key: SignerKey = (bucket.id, bucket.credential_generation())
+        signer = await self._signers.get(
+            key, lambda: self._build(factory, bucket, key, min_lifetime), ttl=factory.ttl
+        )
+        if factory.fresh_enough(signer, bucket, min_lifetime):
+            return signer
+        fresh = await self._rebuilds.get(
+            (key, signer.credentials_expire_at),
+            lambda: self._build(factory, bucket, key, min_lifetime),
+        )
+        if fresh is not signer:
+            self._signers.set(key, fresh, ttl=factory.ttl)
+        return fresh
+
+    async def presign(
+        self, bucket: BucketRecord, key: str, op: Op, expires_in: int | None = None
+    ) -> PresignedRequest:
+        """A URL for ``op`` on ``key``; authorization is the caller's business."""
+        method = HTTP_METHOD_FOR_OP.get(op)
+        if method is None:
+            raise InvalidInput(f"operation {op} cannot be presigned; use the multipart calls")
+        validate_key(key)
+        lifetime = self.clamp_expires_in(expires_in)
+        signer = await self.signer_for(bucket, min_lifetime=lifetime)
+        return await self.sign_with(signer, key, method, lifetime)
+
+    async def presign_upload_part(
+        self,
+        bucket: BucketRecord,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        expires_in: int | None = None,
+    ) -> PresignedRequest:
+        validate_key(key)
+        lifetime = self.clamp_expires_in(expires_in)
+        signer = await self.signer_for(bucket, min_lifetime=lifetime)
+        return signer.presign_upload_part(key, upload_id, part_number, lifetime)
+
+    async def sign_with(
+        self,
+        signer: BucketSigner,
+        key: str,
+        method: str,
+        expires_in: int,
+        *,
+        params: Mapping[str, str] | None = None,
+    ) -> PresignedRequest:
+        """``signer.presign``, or ``signer.apresign`` when it has one: signers whose signature
+        needs I/O (gcp under Workload Identity signs through IAM signBlob) offer it."""
+        apresign = getattr(signer, "apresign", None)
+        if apresign is not None:
+            signed: PresignedRequest = await apresign(key, method, expires_in, params=params)
+            return signed
+        return signer.presign(key, method, expires_in, params=params)
+
+    def invalidate_bucket(self, bucket_id: uuid.UUID) -> None:
+        """Forget ``bucket_id``'s signers (its credentials changed or it was suspended)."""
+        self._signers.invalidate_where(lambda key: key[0] == bucket_id)
+        live = self._live.pop(bucket_id, None)
+        if live is not None:
+            self._retire(live[1])
+
+    async def aclose(self) -> None:
+        signers = [signer for _, signer in self._live.values()] + self._retired
+        self._live.clear()
+        self._retired.clear()
+        self._signers.clear()
+        await asyncio.gather(*(signer.aclose() for signer in signers), *self._closing)
+        for factory in {id(factory): factory for factory in self._factories.values()}.values():
+            await factory.aclose()
+        await self.sts.aclose()
+
+    def _factory_for(self, bucket: BucketRecord) -> SignerFactory:
+        factory = self._factories.get(bucket.provider)
+        if factory is None:
+            raise DependencyUnavailable(
+                "storage", f"signing for provider {bucket.provider} is not available"
+            )
+        return factory
+
+    async def _build(
+        self, factory: SignerFactory, bucket: BucketRecord, key: SignerKey, min_lifetime: int
+    ) -> BucketSigner:
+        live = self._live.get(bucket.id)
+        previous = live[1] if live is not None and live[0] == key else None
+        signer = await factory.build(bucket, min_lifetime=min_lifetime, previous=previous)
+        if signer is previous:
+            return signer
+        self._signers_built += 1
+        self._live[bucket.id] = (key, signer)
+        if live is not None:
+            self._retire(live[1])
+        log.info(
+            "signer built",
+            extra={
+                "bucket": bucket.name,
+                "access_key_id": signer.access_key_id,
+                "credentials_expire_at": signer.credentials_expire_at,
+            },
+        )
+        return signer
+
+    def _retire(self, signer: BucketSigner) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._retired.append(signer)
+            return
+        task = loop.create_task(signer.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)

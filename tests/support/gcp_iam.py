@@ -1,0 +1,290 @@
+"""A Google APIs stub over real HTTP: IAM Credentials, the OAuth2 token endpoint and the Cloud
+Storage JSON API objects list, speaking their REST wire formats.
+
+- ``POST /v1/projects/-/serviceAccounts/{email}:signBlob`` signs with a key the stub holds for
+  ``email`` (RSA PKCS#1 v1.5, SHA-256, as IAM does) when the bearer token is one of the pod's.
+- ``POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken`` issues a token for it.
+- ``POST /token`` accepts the JWT-bearer grant google-auth sends for a service-account key,
+  checking the assertion's signature with the public half of a registered key.
+- ``GET /storage/v1/b/{bucket}/o`` lists objects for tokens whose account may read the bucket.
+
+Faults: ``fail_next`` answers the next requests with the listed statuses; ``fail_always``
+answers every request with one status.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import jwt
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.support.net import BackgroundHTTPServer
+
+_ACCOUNT_PATH = "/v1/projects/-/serviceAccounts/"
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    503: "UNAVAILABLE",
+}
+
+
+def new_rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def service_account_key_json(
+    email: str, key: rsa.RSAPrivateKey, *, token_uri: str, project_id: str = "registry-project"
+) -> str:
+    """A service-account JSON key file in Google's layout, for ``key``."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return json.dumps(
+        {
+            "type": "service_account",
+            "project_id": project_id,
+            "private_key_id": secrets.token_hex(20),
+            "private_key": pem,
+            "client_email": email,
+            "client_id": "100000000000000000001",
+            "token_uri": token_uri,
+        }
+    )
+
+
+@dataclass
+class GcsBucketState:
+    readers: set[str] = field(default_factory=set)
+    requester_pays: bool = False
+    objects: list[str] = field(default_factory=list)
+
+
+class PodTokens:
+    """An ``AccessTokenProvider`` standing in for the pod's Workload Identity token."""
+
+    def __init__(self, stub: GoogleApiStub) -> None:
+        self._stub = stub
+        self.current = stub.issue_pod_token()
+        self.refreshes = 0
+
+    async def token(self, *, force_refresh: bool = False) -> str:
+        if force_refresh:
+            self.refreshes += 1
+            self.current = self._stub.issue_pod_token()
+        return self.current
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    @property
+    def stub(self) -> GoogleApiStub:
+        return self.server.owner.stub  # type: ignore[attr-defined]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._dispatch("POST", body)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET", b"")
+
+    def _dispatch(self, method: str, body: bytes) -> None:
+        stub = self.stub
+        parts = urlsplit(self.path)
+        path = unquote(parts.path)
+        stub.record(method, path, parts.query)
+        fault = stub.take_fault()
+        if fault is not None:
+            self._error(fault, "injected fault")
+            return
+        if method == "POST" and path == "/token":
+            self._token(body)
+        elif method == "POST" and path.startswith(_ACCOUNT_PATH) and ":" in path:
+            email, _, verb = path[len(_ACCOUNT_PATH) :].rpartition(":")
+            self._iam(email, verb, body)
+        elif method == "GET" and path.startswith("/storage/v1/b/") and path.endswith("/o"):
+            self._list(path[len("/storage/v1/b/") : -len("/o")], parse_qs(parts.query))
+        else:
+            self._error(404, "not found")
+
+    def _bearer(self) -> str | None:
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        return token if scheme == "Bearer" and token else None
+
+    def _iam(self, email: str, verb: str, body: bytes) -> None:
+        stub = self.stub
+        if self._bearer() not in stub.pod_tokens:
+            self._error(401, "Request had invalid authentication credentials.")
+            return
+        key = stub.accounts.get(email)
+        if key is None or email not in stub.impersonable:
+            self._error(403, "Permission denied on resource (or it may not exist).")
+            return
+        request = json.loads(body or b"{}")
+        if verb == "signBlob":
+            payload = base64.b64decode(request["payload"], validate=True)
+            signature = key.sign(payload, padding.PKCS1v15(), hashes.SHA256())
+            stub.signed.append(payload)
+            self._send(
+                200,
+                {"keyId": "stub-key-1", "signedBlob": base64.b64encode(signature).decode()},
+            )
+        elif verb == "generateAccessToken":
+            token = stub.issue_storage_token(email)
+            self._send(200, {"accessToken": token, "expireTime": "2099-01-01T00:00:00Z"})
+        else:
+            self._error(404, f"unknown method {verb}")
+
+    def _token(self, body: bytes) -> None:
+        stub = self.stub
+        form = {name: values[0] for name, values in parse_qs(body.decode()).items()}
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            self._send(400, {"error": "unsupported_grant_type"})
+            return
+        assertion = form.get("assertion", "")
+        issuer = jwt.decode(assertion, options={"verify_signature": False}).get("iss", "")
+        key = stub.accounts.get(issuer)
+        if key is None:
+            self._send(400, {"error": "invalid_grant", "error_description": "Invalid JWT"})
+            return
+        try:
+            jwt.decode(
+                assertion,
+                key.public_key(),
+                algorithms=["RS256"],
+                # google-auth names Google's token endpoint as audience whatever token_uri says.
+                audience=[GOOGLE_TOKEN_AUDIENCE, f"{stub.url}/token"],
+            )
+        except jwt.PyJWTError:
+            self._send(400, {"error": "invalid_grant", "error_description": "Invalid JWT"})
+            return
+        token = stub.issue_storage_token(issuer)
+        self._send(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
+
+    def _list(self, bucket: str, query: Mapping[str, list[str]]) -> None:
+        stub = self.stub
+        account = stub.storage_tokens.get(self._bearer() or "")
+        if account is None:
+            self._error(401, "Invalid Credentials")
+            return
+        state = stub.buckets.get(bucket)
+        if state is None:
+            self._error(404, "The specified bucket does not exist.")
+            return
+        if account not in state.readers:
+            self._error(403, f"{account} does not have storage.objects.list access.")
+            return
+        if state.requester_pays and not query.get("userProject"):
+            self._error(400, "Bucket is a requester pays bucket but no user project provided.")
+            return
+        limit = int(query.get("maxResults", ["1000"])[0])
+        items = [{"kind": "storage#object", "name": name} for name in state.objects[:limit]]
+        self._send(200, {"kind": "storage#objects", "items": items})
+
+    def _error(self, status: int, message: str) -> None:
+        status_name = _STATUS_NAMES.get(status, "UNKNOWN")
+        self._send(status, {"error": {"code": status, "message": message, "status": status_name}})
+
+    def _send(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class GoogleApiStub:
+    def __init__(self) -> None:
+        self._server = BackgroundHTTPServer(_Handler)
+        self._server.stub = self  # type: ignore[attr-defined]
+        self._lock = threading.Lock()
+        self.reset()
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    def start(self) -> GoogleApiStub:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.accounts: dict[str, rsa.RSAPrivateKey] = {}
+            self.impersonable: set[str] = set()
+            self.pod_tokens: set[str] = set()
+            self.storage_tokens: dict[str, str] = {}
+            self.buckets: dict[str, GcsBucketState] = {}
+            self.requests: list[tuple[str, str, str]] = []
+            self.signed: list[bytes] = []
+            self.fail_next: list[int] = []
+            self.fail_always: int | None = None
+
+    def add_account(
+        self, email: str, key: rsa.RSAPrivateKey | None = None, *, impersonable: bool = True
+    ) -> rsa.RSAPrivateKey:
+        """Register a service account; the pod may sign as it when ``impersonable``."""
+        key = key or new_rsa_key()
+        self.accounts[email] = key
+        if impersonable:
+            self.impersonable.add(email)
+        return key
+
+    def add_bucket(
+        self, name: str, *, readers: set[str], requester_pays: bool = False
+    ) -> GcsBucketState:
+        state = GcsBucketState(readers=set(readers), requester_pays=requester_pays)
+        state.objects.append("first-object")
+        self.buckets[name] = state
+        return state
+
+    def issue_pod_token(self) -> str:
+        token = "pod-" + secrets.token_urlsafe(16)
+        with self._lock:
+            self.pod_tokens.add(token)
+        return token
+
+    def revoke_pod_tokens(self) -> None:
+        with self._lock:
+            self.pod_tokens.clear()
+
+    def issue_storage_token(self, email: str) -> str:
+        token = "ya29.stub-" + secrets.token_urlsafe(16)
+        with self._lock:
+            self.storage_tokens[token] = email
+        return token
+
+    def record(self, method: str, path: str, query: str) -> None:
+        with self._lock:
+            self.requests.append((method, path, query))
+
+    def take_fault(self) -> int | None:
+        with self._lock:
+            if self.fail_next:
+                return self.fail_next.pop(0)
+            return self.fail_always
+
+    def calls(self, suffix: str) -> int:
+        """How many requests went to a path ending in ``suffix``."""
+        return sum(1 for _method, path, _query in self.requests if path.endswith(suffix))
