@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from app.config import Settings
+from app.migration.commands import export_command, import_fence_config
 
 cli = typer.Typer(
     help="Gen3 Bucket Registry: buckets as data, credentials in secrets managers.",
@@ -147,6 +148,59 @@ def openapi(
         typer.echo(text, nl=False)
     else:
         output.write_text(text)
+
+
+@cli.command()
+def validate(
+    names: Annotated[list[str] | None, typer.Argument(help="Buckets to check.")] = None,
+    all_buckets: Annotated[
+        bool, typer.Option("--all", help="Check every active bucket (the nightly drift check).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Buckets checked at once.")] = 8,
+    write_probe: Annotated[
+        bool, typer.Option(help="Also PUT, GET and DELETE a small probe object.")
+    ] = False,
+) -> None:
+    """Dry-run each bucket's secret, role, listing and a real presigned request.
+
+    Exits 1 when any check fails, 2 on bad usage; changes nothing.
+    """
+    import asyncio
+
+    from app.access.drift import active_bucket_names, check_buckets
+    from app.container import Services
+    from app.logs import configure_logging
+    from app.metrics import Metrics
+
+    if bool(names) == all_buckets:
+        typer.echo("name one or more buckets, or pass --all", err=True)
+        raise typer.Exit(2)
+    settings = Settings()
+    configure_logging("WARNING", json_format=settings.log_json)
+
+    async def run() -> str | None:
+        services = await Services.start(settings, metrics=Metrics(), listen=False)
+        try:
+            targets = names or await active_bucket_names(services.registry)
+            result = await check_buckets(
+                services.registry,
+                services.probe,
+                targets,
+                concurrency=concurrency,
+                write_probe=write_probe,
+            )
+        finally:
+            await services.aclose()
+        typer.echo(result.as_json() if as_json else result.as_table())
+        return "failed" if result.failures else None
+
+    if asyncio.run(run()):
+        raise typer.Exit(1)
+
+
+cli.command("import-fence-config")(import_fence_config)
+cli.command("export")(export_command)
 
 
 def main() -> None:

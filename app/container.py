@@ -19,6 +19,7 @@ from app.config import Settings
 from app.db import Database
 from app.dev import DEV_ISSUER, DevMode, dev_jwks
 from app.metrics import Metrics
+from app.migration.fallback import FallbackBucketDirectory, FallbackSecrets, FenceConfigFallback
 from app.registry.notify import ChangeListener
 from app.registry.service import BucketChange, RegistryService
 from app.secrets.base import validate_secret_version
@@ -47,8 +48,15 @@ class Services:
 
     @classmethod
     async def start(
-        cls, settings: Settings, *, metrics: Metrics, dev: DevMode | None = None
+        cls,
+        settings: Settings,
+        *,
+        metrics: Metrics,
+        dev: DevMode | None = None,
+        listen: bool = True,
     ) -> Services:
+        """Build every long-lived part; ``listen=False`` for one-shot commands that need no
+        cross-replica invalidation."""
         db = Database(settings, observe=metrics.observe_dependency)
         # One pooled client for Arborist and Fence's JWKS; limits sit above the concurrency a
         # replica serves so requests never queue for a connection.
@@ -85,9 +93,22 @@ class Services:
                 secrets.parse(ref), version
             ),
         )
-        signing = SigningService(settings, secrets)
-        directory = BucketDirectory(
-            registry, ttl=settings.bucket_cache_ttl, max_entries=settings.cache_max_entries
+        # Served only while the registry holds no bucket (SPEC §8); a malformed file stops startup.
+        fallback = (
+            FenceConfigFallback.load(
+                settings.fence_config, endpoint_allowlist=settings.endpoint_allowlist
+            )
+            if settings.fence_config is not None
+            else None
+        )
+        signing = SigningService(
+            settings, FallbackSecrets(secrets, fallback) if fallback is not None else secrets
+        )
+        directory = FallbackBucketDirectory(
+            registry,
+            fallback,
+            ttl=settings.bucket_cache_ttl,
+            max_entries=settings.cache_max_entries,
         )
         services = cls(
             settings=settings,
@@ -110,7 +131,7 @@ class Services:
             dev=dev,
         )
         registry.listeners.append(services.forget)
-        if db.engine.dialect.name == "postgresql":
+        if listen and db.engine.dialect.name == "postgresql":
             # Other replicas' changes arrive by NOTIFY; on SQLite there is only this process.
             services.listener = ChangeListener(
                 settings.database_url,

@@ -13,7 +13,7 @@ from typing import Literal
 import httpx
 
 from app.errors import RegistryError
-from app.registry.records import AuthMode, BucketRecord
+from app.registry.records import AuthMode, BucketRecord, Provider
 from app.secrets.store import SecretStore
 from app.signing.base import BucketSigner
 from app.signing.service import SigningService
@@ -104,7 +104,10 @@ class BucketProbe:
         except Exception as exc:
             checks["bucket_listable"] = CheckResult("fail", _reason(exc))
 
-        checks["presign_test"] = await self._presign_test(signer)
+        if bucket.provider is Provider.GCP:
+            checks["presign_test"] = await self._gcs_presign_test(signer)
+        else:
+            checks["presign_test"] = await self._presign_test(signer)
         if write_probe:
             checks["write_probe"] = await self._write_probe(signer)
         return report
@@ -124,6 +127,18 @@ class BucketProbe:
         if response.status_code == 403:
             return CheckResult("fail", "the store rejected the presigned URL (403)")
         return CheckResult("fail", f"unexpected answer {response.status_code} from the store")
+
+    async def _gcs_presign_test(self, signer: BucketSigner) -> CheckResult:
+        # For gcp the check is that a V4 URL can be produced with the bucket's identity (under
+        # Workload Identity that exercises IAM signBlob); listing above already proved access.
+        key = PROBE_PREFIX + "presign-" + random_tokens.token_hex(8)
+        try:
+            signed = await self.signing.sign_with(signer, key, "HEAD", 60)
+        except RegistryError as exc:
+            return CheckResult("fail", exc.message)
+        if "X-Goog-Signature=" not in signed.url:
+            return CheckResult("fail", "the signer produced no V4 signature")
+        return CheckResult("pass", f"V4 URL signed as {signer.access_key_id}")
 
     async def _write_probe(self, signer: BucketSigner) -> CheckResult:
         key = PROBE_PREFIX + "write-" + random_tokens.token_hex(8)

@@ -1,0 +1,740 @@
+"""``import-fence-config``: plan the registrations a fence-config.yaml implies, then apply them.
+
+Promises:
+
+- **Idempotent.** ``plan`` compares the file with the registry; a second run finds nothing to
+  change, so ``apply`` writes no row, no audit entry and no secret.
+- **All or nothing.** Every entry is validated while planning; ``apply`` refuses a plan with
+  an invalid entry, writes the secrets first (a secret nobody references yet is harmless), then
+  every registration in one database transaction, with one ``import`` audit row per bucket.
+  A bucket changed by someone else since the plan was made aborts the whole transaction.
+- **No key in the database.** Keys from ``AWS_CREDENTIALS`` go to the secrets backend with
+  ``--write-secrets`` (never overwriting a secret that exists: it may hold rotated keys); only
+  the reference is registered. Without the keys in the backend a new static bucket is imported
+  **suspended** and labelled ``gen3.pending=credentials``; a later run that finds the secret
+  resumes it.
+- **The file owns what it describes**: an entry's fields (provider, endpoint, credentials
+  mode, upload flags, ...), the importer's ``gen3.*`` labels, and the operations of the
+  bindings it creates (a bucket leaving the upload allow-list loses write access). Prefixes and
+  bindings are added, never removed; other labels, other bindings and an admin's suspension
+  are left alone.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from app.config import Settings
+from app.errors import (
+    Conflict,
+    DependencyUnavailable,
+    InvalidInput,
+    RegistryError,
+    SecretNotFound,
+)
+from app.migration.fence_config import AwsCredential, FenceBucketConfig
+from app.migration.mapping import (
+    OWNED_LABELS,
+    PENDING_CREDENTIALS,
+    PENDING_LABEL,
+    BindingSpec,
+    DesiredBucket,
+    MappingOptions,
+    map_fence_config,
+)
+from app.registry.models import Bucket, BucketPolicyBinding, BucketPrefix, utcnow
+from app.registry.records import BucketStatus
+from app.registry.service import (
+    SPEC_FIELDS,
+    Actor,
+    BucketChange,
+    RegistryService,
+    _audit_view,
+    _row_values,
+)
+from app.secrets.base import AWS_SM, FILE, backend_scheme
+from app.secrets.store import SecretStore
+
+IMPORT_ACTION = "import"
+# Backends that accept writes (``SecretStore.put``); others need the operator to store the keys.
+WRITABLE_SCHEMES = frozenset({AWS_SM, FILE})
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_+=.@-]")
+
+
+class ChangeKind(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    UNCHANGED = "unchanged"
+    SKIP = "skip"
+    INVALID = "invalid"
+
+
+class SecretState(enum.StrEnum):
+    WRITE = "write"  # absent; written by this import
+    PRESENT = "present"  # holds exactly the YAML keys
+    DIFFERS = "differs"  # holds other keys (rotated since?); left alone
+    MISSING = "missing"  # absent, and --write-secrets not given
+    NO_KEYS = "no-keys"  # the YAML entry holds no keys to write
+    UNKNOWN = "unknown"  # the backend could not say
+
+
+@dataclass(slots=True)
+class SecretAction:
+    """Where one ``AWS_CREDENTIALS`` entry's keys live, and what the import does about it."""
+
+    cred_name: str
+    ref: str
+    state: SecretState
+    credential: AwsCredential = field(repr=False)
+
+    @property
+    def available(self) -> bool:
+        return self.state in (SecretState.WRITE, SecretState.PRESENT, SecretState.DIFFERS)
+
+
+@dataclass(slots=True)
+class PlannedChange:
+    kind: ChangeKind
+    name: str
+    source: str
+    row: dict[str, Any] = field(default_factory=dict)
+    diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    add_prefixes: tuple[str, ...] = ()
+    add_bindings: tuple[BindingSpec, ...] = ()
+    # Bindings the file describes that exist with other operations: (their ops now, the file's).
+    set_bindings: tuple[tuple[frozenset[str], BindingSpec], ...] = ()
+    bucket_id: uuid.UUID | None = None
+    version: int | None = None
+    reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+    secret: SecretAction | None = None
+
+    @property
+    def writes(self) -> bool:
+        return self.kind in (ChangeKind.CREATE, ChangeKind.UPDATE)
+
+    @property
+    def status(self) -> str | None:
+        return self.row.get("status")
+
+
+@dataclass(slots=True)
+class ImportPlan:
+    source: str
+    changes: list[PlannedChange]
+    secrets: list[SecretAction]
+    warnings: list[str]
+    write_secrets: bool
+
+    @property
+    def invalid(self) -> list[PlannedChange]:
+        return [change for change in self.changes if change.kind is ChangeKind.INVALID]
+
+    @property
+    def writes(self) -> list[PlannedChange]:
+        return [change for change in self.changes if change.writes]
+
+    @property
+    def secret_writes(self) -> list[SecretAction]:
+        return [action for action in self.secrets if action.state is SecretState.WRITE]
+
+    @property
+    def is_noop(self) -> bool:
+        return not self.writes and not self.secret_writes
+
+    def count(self, kind: ChangeKind) -> int:
+        return sum(1 for change in self.changes if change.kind is kind)
+
+    def render(self) -> str:
+        from app.migration.report import render_plan
+
+        return render_plan(self)
+
+
+@dataclass(slots=True)
+class ImportResult:
+    plan: ImportPlan
+    applied: list[PlannedChange]
+    secrets_written: list[str]
+
+
+class ImportRefused(InvalidInput):
+    """The plan has invalid entries; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOptions:
+    owner_project: str | None = None
+    resource_paths: tuple[str, ...] = ("/programs",)
+    gcp_service_account: str | None = None
+    # Where keys from AWS_CREDENTIALS go: prefix + credential name (``.json`` for files).
+    secret_prefix: str | None = None
+
+
+def default_secret_prefix(settings: Settings) -> str | None:
+    """The secret location the configured backend gets by default, if it has an obvious one."""
+    scheme = backend_scheme(settings.secrets_backend)
+    if scheme == AWS_SM:
+        return "aws-sm://gen3/bucket-registry/"
+    if scheme == FILE and settings.file_secrets_dir is not None:
+        return f"file://{settings.file_secrets_dir.resolve()}/"
+    return None
+
+
+def secret_ref_for(credential: AwsCredential, prefix: str | None) -> str:
+    """The reference the keys of ``credential`` are stored under."""
+    if not prefix:
+        raise InvalidInput(
+            f"no secret location for AWS_CREDENTIALS.{credential.name}: the configured secrets"
+            " backend has no default; pass --secret-prefix (e.g. vault://secret/gen3/)"
+        )
+    name = _UNSAFE_NAME_CHARS.sub("-", credential.name).strip("-") or "credential"
+    suffix = ".json" if prefix.startswith("file://") else ""
+    return f"{prefix}{name}{suffix}"
+
+
+@dataclass(slots=True)
+class CurrentBucket:
+    row: Bucket
+    prefixes: dict[str, uuid.UUID]
+    bindings: list[tuple[str | None, str, frozenset[str]]]
+
+
+class ImportRegistry(RegistryService):
+    """``RegistryService`` plus the two things the importer needs: a whole-registry snapshot
+    and one transaction that applies a plan with ``import`` audit rows."""
+
+    async def snapshot(self, names: Iterable[str] | None = None) -> dict[str, CurrentBucket]:
+        """Buckets (all, or those named) with their prefixes and bindings, in three queries."""
+        query = select(Bucket).order_by(col(Bucket.name))
+        wanted = None if names is None else sorted(set(names))
+        if wanted is not None:
+            query = query.where(col(Bucket.name).in_(wanted))
+        async with self.db.transaction() as session:
+            rows = list((await session.execute(query)).scalars())
+            ids = [row.id for row in rows]
+            prefixes = (
+                (
+                    await session.execute(
+                        select(BucketPrefix).where(col(BucketPrefix.bucket_id).in_(ids))
+                    )
+                )
+                .scalars()
+                .all()
+                if ids
+                else []
+            )
+            bindings = (
+                (
+                    await session.execute(
+                        select(BucketPolicyBinding)
+                        .where(col(BucketPolicyBinding.bucket_id).in_(ids))
+                        .order_by(col(BucketPolicyBinding.created_at), col(BucketPolicyBinding.id))
+                    )
+                )
+                .scalars()
+                .all()
+                if ids
+                else []
+            )
+        by_id = {row.id: CurrentBucket(row, {}, []) for row in rows}
+        prefix_names: dict[uuid.UUID, str] = {}
+        for prefix in prefixes:
+            by_id[prefix.bucket_id].prefixes[prefix.prefix] = prefix.id
+            prefix_names[prefix.id] = prefix.prefix
+        for binding in bindings:
+            ops = frozenset(op for op, on in binding.allowed_ops.items() if on)
+            prefix_name = prefix_names.get(binding.prefix_id) if binding.prefix_id else None
+            by_id[binding.bucket_id].bindings.append((prefix_name, binding.resource_path, ops))
+        return {current.row.name: current for current in by_id.values()}
+
+    async def default_upload_holders(self) -> dict[str | None, str]:
+        """Scope (owner_project, None = global) → the bucket that is its default upload bucket."""
+        query = select(Bucket.name, Bucket.owner_project).where(
+            col(Bucket.is_default_upload).is_(True)
+        )
+        async with self.db.transaction() as session:
+            return {project: name for name, project in (await session.execute(query)).all()}
+
+    def validated(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._validated(spec)
+
+    async def apply_import(self, changes: Sequence[PlannedChange], actor: Actor) -> None:
+        """Write every change in one transaction (one ``import`` audit row each)."""
+        # A default upload bucket that moves must leave its old bucket before it lands on the
+        # new one: the unique indexes are checked statement by statement.
+        ordered = sorted(changes, key=_apply_order)
+        announced: list[BucketChange] = []
+        try:
+            async with self.db.transaction() as session:
+                for change in ordered:
+                    if change.kind is ChangeKind.CREATE:
+                        bucket = await self._create(session, change, actor)
+                    elif change.kind is ChangeKind.UPDATE:
+                        bucket = await self._update(session, change, actor)
+                    else:
+                        continue
+                    announced.append(BucketChange(bucket.id, bucket.name, IMPORT_ACTION))
+        except IntegrityError as exc:
+            raise Conflict(
+                f"the import conflicts with the current registry ({_index(exc)} taken"
+                " meanwhile); nothing was written. Plan again."
+            ) from None
+        for announcement in announced:
+            await self._announce(announcement)
+
+    async def _create(self, session: AsyncSession, change: PlannedChange, actor: Actor) -> Bucket:
+        bucket = Bucket(**change.row)
+        session.add(bucket)
+        await session.flush()
+        _before, extra = await self._attach(session, bucket, change, {})
+        await self._record(
+            session,
+            bucket,
+            actor,
+            IMPORT_ACTION,
+            None,
+            {**_audit_view(_row_values(bucket)), **extra},
+        )
+        return bucket
+
+    async def _update(self, session: AsyncSession, change: PlannedChange, actor: Actor) -> Bucket:
+        bucket = await session.get(Bucket, change.bucket_id)
+        if bucket is None or bucket.version != change.version:
+            raise Conflict(
+                f"bucket {change.name!r} changed since the import was planned; nothing was"
+                " written. Plan again."
+            )
+        changed = {key: after for key, (_before, after) in change.diff.items()}
+        result = await session.execute(
+            sa.update(Bucket)
+            .where(col(Bucket.id) == bucket.id, col(Bucket.version) == change.version)
+            .values(**changed, version=bucket.version + 1, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise Conflict(
+                f"bucket {change.name!r} changed while the import was applied; nothing was"
+                " written. Plan again."
+            )
+        existing = {
+            prefix.prefix: prefix.id
+            for prefix in (
+                await session.execute(
+                    select(BucketPrefix).where(col(BucketPrefix.bucket_id) == bucket.id)
+                )
+            ).scalars()
+        }
+        before_extra, extra = await self._attach(session, bucket, change, existing)
+        await self._record(
+            session,
+            bucket,
+            actor,
+            IMPORT_ACTION,
+            {
+                **_audit_view({key: before for key, (before, _after) in change.diff.items()}),
+                **before_extra,
+            },
+            {**_audit_view(changed), **extra},
+        )
+        return bucket
+
+    @staticmethod
+    async def _attach(
+        session: AsyncSession,
+        bucket: Bucket,
+        change: PlannedChange,
+        prefix_ids: dict[str, uuid.UUID],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Add the change's prefixes and bindings, set the operations of the bindings it
+        changes; returns the audit view before and after."""
+        prefix_ids = dict(prefix_ids)
+        for prefix in change.add_prefixes:
+            row = BucketPrefix(bucket_id=bucket.id, prefix=prefix)
+            session.add(row)
+            prefix_ids[prefix] = row.id
+        if change.add_prefixes:
+            # The tables have no ORM relationships, so the flush order is ours to give.
+            await session.flush()
+        for binding in change.add_bindings:
+            session.add(
+                BucketPolicyBinding(
+                    bucket_id=bucket.id,
+                    prefix_id=prefix_ids[binding.prefix] if binding.prefix else None,
+                    resource_path=binding.resource_path,
+                    allowed_ops=binding.allowed_ops,
+                )
+            )
+        for _ops, binding in change.set_bindings:
+            prefix_id = prefix_ids[binding.prefix] if binding.prefix else None
+            await session.execute(
+                sa.update(BucketPolicyBinding)
+                .where(
+                    col(BucketPolicyBinding.bucket_id) == bucket.id,
+                    col(BucketPolicyBinding.resource_path) == binding.resource_path,
+                    col(BucketPolicyBinding.prefix_id).is_(None)
+                    if prefix_id is None
+                    else col(BucketPolicyBinding.prefix_id) == prefix_id,
+                )
+                .values(allowed_ops=binding.allowed_ops)
+                .execution_options(synchronize_session=False)
+            )
+        await session.flush()
+        before: dict[str, Any] = {}
+        after: dict[str, Any] = {}
+        if change.add_prefixes:
+            after["prefixes"] = list(change.add_prefixes)
+        if change.set_bindings:
+            before["bindings"] = [
+                _binding_view(binding, {op: True for op in sorted(ops)})
+                for ops, binding in change.set_bindings
+            ]
+        if change.add_bindings or change.set_bindings:
+            after["bindings"] = [
+                _binding_view(binding, binding.allowed_ops)
+                for binding in [*change.add_bindings, *(b for _, b in change.set_bindings)]
+            ]
+        return before, after
+
+
+def _binding_view(binding: BindingSpec, allowed_ops: Mapping[str, bool]) -> dict[str, Any]:
+    return {
+        "prefix": binding.prefix,
+        "resource_path": binding.resource_path,
+        "allowed_ops": dict(allowed_ops),
+    }
+
+
+def _apply_order(change: PlannedChange) -> int:
+    before_after = change.diff.get("is_default_upload")
+    if before_after is not None and before_after[0] and not before_after[1]:
+        return 0
+    return 1 if change.kind is ChangeKind.UPDATE else 2
+
+
+def _index(exc: IntegrityError) -> str:
+    text = str(exc.orig).lower()
+    if "default_upload" in text or "owner_project" in text:
+        return "default upload bucket"
+    if "name" in text:
+        return "bucket name"
+    return "constraint"
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+async def plan_import(
+    config: FenceBucketConfig,
+    registry: ImportRegistry,
+    secrets: SecretStore,
+    *,
+    options: ImportOptions,
+    write_secrets: bool = False,
+) -> ImportPlan:
+    """What importing ``config`` would change, entry by entry; reads only (the registry and,
+    for static keys, whether their secret already exists)."""
+    refs: dict[str, str] = {}
+
+    def credential_ref(credential: AwsCredential) -> str:
+        ref = secret_ref_for(credential, options.secret_prefix)
+        owner = refs.setdefault(ref, credential.name)
+        if owner != credential.name:
+            raise InvalidInput(
+                f"AWS_CREDENTIALS.{credential.name} and AWS_CREDENTIALS.{owner} would share the"
+                f" secret {ref}; rename one"
+            )
+        secrets.parse(ref)
+        return ref
+
+    mapped = map_fence_config(
+        config,
+        MappingOptions(
+            owner_project=options.owner_project,
+            resource_paths=options.resource_paths,
+            gcp_service_account=options.gcp_service_account,
+            endpoint_allowlist=tuple(registry.endpoint_allowlist),
+        ),
+        credential_ref,
+    )
+    current = await registry.snapshot(d.name for d in mapped.desired)
+    actions = await _secret_actions(mapped.desired, secrets, write_secrets)
+
+    changes: list[PlannedChange] = []
+    for desired in mapped.desired:
+        action = actions.get(desired.spec.get("secret_ref") or "") if desired.credential else None
+        try:
+            change = _plan_one(desired, current.get(desired.name), action, registry, write_secrets)
+        except InvalidInput as exc:
+            change = PlannedChange(
+                ChangeKind.INVALID, desired.name, desired.source, reason=exc.message
+            )
+        change.notes[:0] = list(desired.notes)
+        changes.append(change)
+    for skipped in mapped.skipped:
+        changes.append(
+            PlannedChange(ChangeKind.SKIP, skipped.name, skipped.source, reason=skipped.reason)
+        )
+    for invalid in mapped.invalid:
+        changes.append(
+            PlannedChange(ChangeKind.INVALID, invalid.name, invalid.source, reason=invalid.message)
+        )
+    _check_defaults(changes, await registry.default_upload_holders())
+    order = {entry: i for i, entry in enumerate(_source_order(config))}
+    changes.sort(key=lambda change: order.get(change.source, len(order)))
+    return ImportPlan(
+        source=config.source,
+        changes=changes,
+        secrets=sorted(actions.values(), key=lambda action: action.ref),
+        warnings=list(config.warnings),
+        write_secrets=write_secrets,
+    )
+
+
+def _source_order(config: FenceBucketConfig) -> list[str]:
+    return [entry.source for entry in config.s3_buckets] + [
+        entry.source for entry in config.gs_buckets
+    ]
+
+
+async def _secret_actions(
+    desired: Sequence[DesiredBucket], secrets: SecretStore, write_secrets: bool
+) -> dict[str, SecretAction]:
+    actions: dict[str, SecretAction] = {}
+    for bucket in desired:
+        credential = bucket.credential
+        ref = bucket.spec.get("secret_ref")
+        if credential is None or not ref or ref in actions:
+            continue
+        state = await _secret_state(secrets, ref, credential)
+        if state is SecretState.MISSING and write_secrets:
+            state = SecretState.WRITE
+        actions[ref] = SecretAction(credential.name, ref, state, credential)
+    return actions
+
+
+async def _secret_state(secrets: SecretStore, ref: str, credential: AwsCredential) -> SecretState:
+    if not credential.has_keys:
+        return SecretState.NO_KEYS
+    try:
+        current = await secrets.get(ref)
+    except SecretNotFound:
+        return SecretState.MISSING
+    except DependencyUnavailable:
+        return SecretState.UNKNOWN
+    wanted = credential.payload()
+    same = all(current.get(key) == value for key, value in wanted.items()) and (
+        "session_token" in wanted or not current.get("session_token")
+    )
+    return SecretState.PRESENT if same else SecretState.DIFFERS
+
+
+def _plan_one(
+    desired: DesiredBucket,
+    existing: CurrentBucket | None,
+    action: SecretAction | None,
+    registry: ImportRegistry,
+    write_secrets: bool,
+) -> PlannedChange:
+    notes: list[str] = []
+    pending = action is not None and not action.available
+    if action is not None:
+        notes.extend(_secret_notes(action, desired.name, write_secrets))
+        if action.state is SecretState.UNKNOWN and write_secrets:
+            raise InvalidInput(
+                f"the secrets backend did not answer for {action.ref}; cannot tell whether"
+                " to write it. Retry when it is reachable"
+            )
+        if action.state is SecretState.WRITE and _scheme(action.ref) not in WRITABLE_SCHEMES:
+            raise InvalidInput(
+                f"the secrets backend of {action.ref} does not accept writes; store"
+                f" AWS_CREDENTIALS.{action.cred_name} there yourself and import without"
+                " --write-secrets"
+            )
+
+    spec = dict(desired.spec)
+    if existing is None:
+        if pending and "status" not in desired.managed:
+            spec["status"] = BucketStatus.SUSPENDED.value
+            spec["labels"] = {**spec["labels"], PENDING_LABEL: PENDING_CREDENTIALS}
+        row = registry.validated(spec)
+        return PlannedChange(
+            ChangeKind.CREATE,
+            desired.name,
+            desired.source,
+            row=row,
+            add_prefixes=desired.prefixes,
+            add_bindings=desired.bindings,
+            notes=notes,
+            secret=action,
+        )
+
+    before = _row_values(existing.row)
+    after = dict(before)
+    for key in desired.managed:
+        after[key] = spec.get(key)
+    after["labels"] = _merged_labels(before.get("labels") or {}, spec["labels"])
+    was_pending = (before.get("labels") or {}).get(PENDING_LABEL) == PENDING_CREDENTIALS
+    if was_pending and pending:
+        after["labels"][PENDING_LABEL] = PENDING_CREDENTIALS
+    elif was_pending and "status" not in desired.managed:
+        # Suspended by an earlier import only for want of its keys: they are there now.
+        after["status"] = BucketStatus.ACTIVE.value
+    elif pending:
+        notes.append(f"left {before['status']}: the import never suspends a registered bucket")
+    after = registry.validated(after)
+    diff = {key: (before[key], after[key]) for key in SPEC_FIELDS if before[key] != after[key]}
+
+    add_prefixes = tuple(p for p in desired.prefixes if p not in existing.prefixes)
+    add_bindings: list[BindingSpec] = []
+    set_bindings: list[tuple[frozenset[str], BindingSpec]] = []
+    present: dict[tuple[str | None, str], list[frozenset[str]]] = {}
+    for prefix, path, ops in existing.bindings:
+        present.setdefault((prefix, path), []).append(ops)
+    for binding in desired.bindings:
+        found = present.get((binding.prefix, binding.resource_path))
+        if not found:
+            add_bindings.append(binding)
+        elif any(ops != binding.ops for ops in found):
+            # The file owns the bindings it describes: a bucket leaving the upload allow-list
+            # must lose write access, not keep it in a stale binding.
+            set_bindings.append((found[0], binding))
+    changes = diff or add_prefixes or add_bindings or set_bindings
+    kind = ChangeKind.UPDATE if changes else ChangeKind.UNCHANGED
+    return PlannedChange(
+        kind,
+        desired.name,
+        desired.source,
+        row=after,
+        diff=diff,
+        add_prefixes=add_prefixes,
+        add_bindings=tuple(add_bindings),
+        set_bindings=tuple(set_bindings),
+        bucket_id=existing.row.id,
+        version=existing.row.version,
+        notes=notes,
+        secret=action,
+    )
+
+
+def _merged_labels(current: Mapping[str, str], desired: Mapping[str, str]) -> dict[str, str]:
+    """The admin's labels kept, the importer's own ``gen3.*`` labels as the file says now."""
+    labels = {key: value for key, value in current.items() if key not in OWNED_LABELS}
+    labels.update(desired)
+    return labels
+
+
+def _secret_notes(action: SecretAction, bucket: str, write_secrets: bool) -> list[str]:
+    where = f"AWS_CREDENTIALS.{action.cred_name}"
+    if action.state is SecretState.WRITE:
+        return [f"keys of {where} will be written to {action.ref}"]
+    if action.state is SecretState.DIFFERS:
+        return [
+            f"{action.ref} holds other keys than {where} (rotated since?); left unchanged —"
+            " the registry signs with what the secret holds"
+        ]
+    if action.state is SecretState.NO_KEYS:
+        return [
+            f"{where} holds no keys: store {{access_key_id, secret_access_key}} at"
+            f" {action.ref}, then import again (or POST /admin/buckets/{bucket}/resume)"
+        ]
+    if action.state is SecretState.UNKNOWN:
+        return [
+            f"the secrets backend did not answer for {action.ref}; treated as missing. Import"
+            " again with --write-secrets when it is reachable"
+        ]
+    if action.state is SecretState.MISSING and not write_secrets:
+        return [
+            f"keys of {where} are not in the secrets backend: import again with"
+            f" --write-secrets to store them at {action.ref} (or store them there yourself and"
+            " import again); the bucket stays suspended until then"
+        ]
+    return []
+
+
+def _scheme(ref: str) -> str:
+    scheme, sep, _ = ref.partition("://")
+    return scheme if sep else AWS_SM
+
+
+def _check_defaults(changes: list[PlannedChange], holders: Mapping[str | None, str]) -> None:
+    """At most one default upload bucket per project and one global, after the import."""
+    planned = {change.name: change for change in changes if change.writes}
+    claims: dict[str | None, list[PlannedChange]] = {}
+    for change in changes:
+        if change.kind in (ChangeKind.CREATE, ChangeKind.UPDATE, ChangeKind.UNCHANGED) and (
+            change.row.get("is_default_upload")
+        ):
+            claims.setdefault(change.row.get("owner_project"), []).append(change)
+    for scope, claimants in claims.items():
+        label = f"project {scope!r}" if scope else "the whole commons"
+        holder = holders.get(scope)
+        keeps = holder is not None and holder not in {c.name for c in claimants}
+        if keeps and holder in planned:
+            keeps = bool(planned[holder].row.get("is_default_upload"))
+        if len(claimants) > 1 or keeps:
+            others = sorted({c.name for c in claimants} | ({holder} if keeps and holder else set()))
+            for change in claimants:
+                if change.kind is ChangeKind.UNCHANGED:
+                    continue
+                change.kind = ChangeKind.INVALID
+                change.reason = (
+                    f"{change.source}: {', '.join(others)} would all be the default upload"
+                    f" bucket for {label}; unset is_default_upload on the registered one first"
+                    " (PATCH /admin/buckets/{name})"
+                )
+
+
+# -- applying ---------------------------------------------------------------------------------
+
+
+async def apply_import(
+    plan: ImportPlan, registry: ImportRegistry, secrets: SecretStore, *, actor: Actor
+) -> ImportResult:
+    """Write the plan: secrets first, then every registration in one transaction."""
+    if plan.invalid:
+        raise ImportRefused(
+            "the import was refused; nothing was written:\n"
+            + "\n".join(f"  {change.reason}" for change in plan.invalid)
+        )
+    written: list[str] = []
+    for action in plan.secret_writes:
+        try:
+            await secrets.put(action.ref, action.credential.payload())
+        except RegistryError as exc:
+            raise DependencyUnavailable(
+                "secrets",
+                f"writing {action.ref} failed ({exc.message}); no registration was written"
+                + (f"; already written: {', '.join(written)}" if written else ""),
+            ) from None
+        written.append(action.ref)
+    if plan.writes:
+        await registry.apply_import(plan.writes, actor)
+    return ImportResult(plan=plan, applied=plan.writes, secrets_written=written)
+
+
+__all__ = [
+    "ChangeKind",
+    "ImportOptions",
+    "ImportPlan",
+    "ImportRefused",
+    "ImportRegistry",
+    "ImportResult",
+    "PlannedChange",
+    "SecretAction",
+    "SecretState",
+    "apply_import",
+    "default_secret_prefix",
+    "plan_import",
+    "secret_ref_for",
+]

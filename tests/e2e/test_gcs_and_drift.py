@@ -1,0 +1,150 @@
+"""gcp buckets through the app (presign + validate), and the `validate --all` drift check."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.e2e.conftest import (
+    ALL_OPS,
+    PROJECT,
+    STATIC_KEY_ID,
+    STATIC_SECRET,
+    Flow,
+    boto,
+    put_static_secret,
+)
+from tests.support.gcp_iam import GoogleApiStub, service_account_key_json
+
+SA_EMAIL = "registry-signer@gen3-data.iam.gserviceaccount.com"
+
+
+@pytest.fixture
+def google() -> Iterator[GoogleApiStub]:
+    stub = GoogleApiStub().start()
+    yield stub
+    stub.stop()
+
+
+async def test_gcp_bucket_with_a_key_in_a_secret(make_flow, moto, google) -> None:
+    key = google.add_account(SA_EMAIL)
+    google.add_bucket("gen3-gcs-abc", readers={SA_EMAIL})
+    secret = service_account_key_json(SA_EMAIL, key, token_uri=google.url + "/token")
+    boto(moto, "secretsmanager").create_secret(
+        Name="gen3/bucket-registry/gcs-abc",
+        SecretString=json.dumps({"service_account_key_json": secret}),
+    )
+    flow: Flow = await make_flow(gcs_endpoint=google.url)
+    await flow.register(
+        {
+            "name": "gen3-gcs-abc",
+            "provider": "gcp",
+            "auth_mode": "static",
+            "secret_ref": "aws-sm://gen3/bucket-registry/gcs-abc",
+        },
+        None,
+        ALL_OPS,
+    )
+    flow.arborist.grant("submitter", "reader", PROJECT)
+
+    signed = await flow.presign("submitter", "gen3-gcs-abc", "data/r1.cram", "read")
+    assert signed.status_code == 200, signed.text
+    url = urlsplit(signed.json()["url"])
+    query = parse_qs(url.query)
+    assert url.netloc == "storage.googleapis.com" and url.path == "/gen3-gcs-abc/data/r1.cram"
+    assert query["X-Goog-Algorithm"] == ["GOOG4-RSA-SHA256"]
+    assert query["X-Goog-Credential"][0].startswith(SA_EMAIL + "/")
+
+    report = (
+        await flow.call("POST", "/admin/buckets/gen3-gcs-abc/validate", headers=flow.admin)
+    ).json()
+    assert report["ok"] is True, report
+    assert report["checks"]["bucket_listable"]["status"] == "pass"
+    assert report["checks"]["presign_test"]["status"] == "pass"
+    assert "PRIVATE KEY" not in json.dumps(report) and "PRIVATE KEY" not in signed.text
+
+    multipart = await flow.call(
+        "POST",
+        "/multipart/init",
+        json={"bucket": "gen3-gcs-abc", "key": "data/x"},
+        headers=flow.user("submitter"),
+    )
+    assert multipart.status_code in (400, 403)
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_validate_all_reports_a_broken_bucket_and_exits_non_zero(
+    make_flow, moto, gateway, pg_url, issuer, arborist
+) -> None:
+    flow: Flow = await make_flow()
+    s3 = boto(moto, "s3")
+    for name in ("minio-good", "minio-broken"):
+        s3.create_bucket(Bucket=name)
+    put_static_secret(moto, "gen3/bucket-registry/minio-good", STATIC_KEY_ID, STATIC_SECRET)
+    for name in ("minio-good", "minio-broken"):
+        body = {
+            "name": name,
+            "provider": "minio",
+            "endpoint": gateway.url,
+            "auth_mode": "static",
+            "secret_ref": f"aws-sm://gen3/bucket-registry/{name}",
+        }
+        await flow.register(body, None, ALL_OPS)
+    # A suspended bucket is not part of the nightly check.
+    await flow.register(
+        {
+            "name": "minio-suspended",
+            "provider": "minio",
+            "endpoint": gateway.url,
+            "auth_mode": "static",
+            "secret_ref": "aws-sm://gen3/bucket-registry/missing",
+        },
+        None,
+        ALL_OPS,
+    )
+    await flow.call("DELETE", "/admin/buckets/minio-suspended", headers=flow.admin)
+
+    env = {
+        **os.environ,
+        "BUCKET_REGISTRY_DATABASE_URL": pg_url,
+        "BUCKET_REGISTRY_ENDPOINT_ALLOWLIST": "127.0.0.1",
+        "BUCKET_REGISTRY_ARBORIST_URL": arborist.url,
+        "BUCKET_REGISTRY_USER_API": issuer.user_api,
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto.url,
+    }
+    drift = run_cli(["validate", "--all", "--json"], env)
+    assert drift.returncode == 1, drift.stderr
+    report = json.loads(drift.stdout)
+    assert report["checked"] == 2 and report["failed"] == 1
+    broken = next(b for b in report["buckets"] if not b["ok"])
+    assert broken["bucket"] == "minio-broken"
+    assert broken["checks"]["secret_accessible"]["status"] == "fail"
+    assert STATIC_SECRET not in drift.stdout + drift.stderr
+
+    table = run_cli(["validate", "--all"], env)
+    assert table.returncode == 1
+    assert "minio-broken" in table.stdout and "secret_accessible" in table.stdout
+    assert "minio-good" not in table.stdout
+
+    good = run_cli(["validate", "minio-good"], env)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "0 failing" in good.stdout
+    assert run_cli(["validate"], env).returncode == 2
+    unknown = run_cli(["validate", "no-such-bucket"], env)
+    assert unknown.returncode == 1 and "not registered" in unknown.stdout
