@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,10 @@ def create_app(settings: Settings | None = None, *, dev: DevMode | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await Services.start(settings, metrics=metrics, dev=dev)
         app.state.services = services
+        # Everything built so far lives as long as the process: keep it out of the garbage
+        # collector's full passes, which otherwise show up as latency spikes under load.
+        gc.collect()
+        gc.freeze()
         if dev is not None:
             log.warning(
                 "LOCAL DEVELOPMENT MODE: tokens are signed by a local key and authorization"

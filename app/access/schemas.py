@@ -27,6 +27,14 @@ class PresignRequest(_Strict):
     expires_in: int | None = Field(
         default=None, ge=1, le=10**9, description="Seconds; capped at the configured maximum"
     )
+    user_project: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
+        description="gcp only: the project billed for a requester-pays bucket",
+    )
+    resumable: bool = Field(
+        default=False, description="gcp write only: sign the POST that starts a resumable upload"
+    )
 
 
 class PresignedUrl(BaseModel):

@@ -13,9 +13,15 @@ from dataclasses import dataclass
 from app.access.directory import BucketDirectory
 from app.authz.arborist import Authorizer
 from app.authz.tokens import Identity
-from app.errors import AccessDenied, BucketSuspended, DependencyUnavailable, RegistryError
+from app.errors import (
+    AccessDenied,
+    BucketSuspended,
+    DependencyUnavailable,
+    InvalidInput,
+    RegistryError,
+)
 from app.logs import annotate_request
-from app.registry.records import BucketRecord, Op
+from app.registry.records import BucketRecord, Op, Provider
 from app.signing.base import PresignedRequest
 from app.signing.keys import validate_key
 from app.signing.service import SigningService
@@ -111,10 +117,23 @@ class AccessService:
         )
 
     async def presign(
-        self, identity: Identity, bucket: str, key: str, op: Op, expires_in: int | None
+        self,
+        identity: Identity,
+        bucket: str,
+        key: str,
+        op: Op,
+        expires_in: int | None,
+        *,
+        user_project: str | None = None,
+        resumable: bool = False,
     ) -> PresignedRequest:
         grant = await self.authorize(identity, bucket, key, op, action="presign")
-        return await self.signing.presign(grant.bucket, key, op, expires_in)
+        if user_project is not None and grant.bucket.provider is not Provider.GCP:
+            raise InvalidInput("user_project applies to gcp buckets only")
+        params = {"userProject": user_project} if user_project else None
+        return await self.signing.presign(
+            grant.bucket, key, op, expires_in, params=params, resumable=resumable
+        )
 
     async def multipart_init(self, identity: Identity, bucket: str, key: str) -> str:
         grant = await self.authorize(identity, bucket, key, Op.MULTIPART, action="multipart_init")

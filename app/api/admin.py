@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.api.deps import AdminDep, ServicesDep, actor_for, admin_identity
@@ -51,10 +52,20 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="Page size")]
 Cursor = Annotated[str | None, Query(max_length=512, description="From a previous Link header")]
 
 
-def bucket_out(bucket: Bucket) -> BucketOut:
-    values = bucket.model_dump()
+_BUCKET_FIELDS = tuple(BucketOut.model_fields)
+
+
+def bucket_json(bucket: Any) -> dict[str, Any]:
+    """A bucket row (ORM object or plain row) in the ``BucketOut`` shape, JSON-ready.
+
+    Built by hand: validating 100 models per listing page cost more than the query itself.
+    """
+    values = {name: getattr(bucket, name) for name in _BUCKET_FIELDS}
+    values["id"] = str(values["id"])
     values["secret_ref"] = bucket.secret_ref is not None
-    return BucketOut.model_validate(values)
+    values["created_at"] = values["created_at"].isoformat()
+    values["updated_at"] = values["updated_at"].isoformat()
+    return values
 
 
 def binding_out(binding: BucketPolicyBinding, prefix: str | None) -> BindingOut:
@@ -91,7 +102,6 @@ def _labels(raw: list[str]) -> dict[str, str]:
 @router.get("/buckets", response_model=list[BucketOut], summary="List buckets")
 async def list_buckets(
     request: Request,
-    response: Response,
     services: ServicesDep,
     status: BucketStatus | None = None,
     owner_project: Annotated[str | None, Query(max_length=255)] = None,
@@ -99,18 +109,19 @@ async def list_buckets(
     label: Annotated[list[str], Query(description="key:value; repeat to AND")] = [],  # noqa: B006
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> list[BucketOut]:
+) -> JSONResponse:
     filters = BucketFilter(status, owner_project, provider, _labels(label))
     page = await services.registry.list_buckets(filters, limit, cursor)
-    _link_next(request, response, page)
-    return [bucket_out(bucket) for bucket in page.items]
+    answer = JSONResponse([bucket_json(bucket) for bucket in page.items])
+    _link_next(request, answer, page)
+    return answer
 
 
 @router.get("/buckets/{name}", response_model=BucketOut, summary="Get one bucket")
 async def get_bucket(name: str, response: Response, services: ServicesDep) -> BucketOut:
     bucket = await services.registry.get_bucket(name)
     response.headers["ETag"] = _etag(bucket)
-    return bucket_out(bucket)
+    return BucketOut.model_validate(bucket_json(bucket))
 
 
 @router.post(

@@ -56,7 +56,13 @@ def _url(signed: PresignedRequest) -> JSONResponse:
 )
 async def presign(body: PresignRequest, caller: CallerDep) -> JSONResponse:
     signed = await caller.services.access.presign(
-        caller.identity, body.bucket, body.key, Op(body.op), body.expires_in
+        caller.identity,
+        body.bucket,
+        body.key,
+        Op(body.op),
+        body.expires_in,
+        user_project=body.user_project,
+        resumable=body.resumable,
     )
     return _url(signed)
 

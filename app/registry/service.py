@@ -210,19 +210,22 @@ class RegistryService:
     # ----- reads -------------------------------------------------------------------------
 
     async def list_buckets(self, filters: BucketFilter, limit: int, cursor: str | None) -> Page:
-        query = select(Bucket).order_by(col(Bucket.name)).limit(limit + 1)
+        """A page of bucket rows (plain rows, not ORM objects: listing must stay cheap at
+        10,000 buckets), ordered by name, with the cursor of the next page."""
+        table = Bucket.__table__  # type: ignore[attr-defined]
+        query = sa.select(*table.c).order_by(table.c.name).limit(limit + 1)
         if cursor:
-            query = query.where(col(Bucket.name) > decode_cursor(cursor, "after", str))
+            query = query.where(table.c.name > decode_cursor(cursor, "after", str))
         if filters.status is not None:
-            query = query.where(col(Bucket.status) == filters.status.value)
+            query = query.where(table.c.status == filters.status.value)
         if filters.owner_project is not None:
-            query = query.where(col(Bucket.owner_project) == filters.owner_project)
+            query = query.where(table.c.owner_project == filters.owner_project)
         if filters.provider is not None:
-            query = query.where(col(Bucket.provider) == filters.provider.value)
+            query = query.where(table.c.provider == filters.provider.value)
         for key, value in filters.labels.items():
-            query = query.where(Bucket.__table__.c.labels[key].as_string() == value)  # type: ignore[attr-defined]
+            query = query.where(table.c.labels[key].as_string() == value)
         async with self.db.transaction() as session:
-            rows = list((await session.execute(query)).scalars())
+            rows = list((await session.execute(query)).all())
         next_cursor = encode_cursor({"after": rows[limit - 1].name}) if len(rows) > limit else None
         return Page(rows[:limit], next_cursor)
 

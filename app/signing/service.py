@@ -149,16 +149,34 @@ class SigningService:
         return fresh
 
     async def presign(
-        self, bucket: BucketRecord, key: str, op: Op, expires_in: int | None = None
+        self,
+        bucket: BucketRecord,
+        key: str,
+        op: Op,
+        expires_in: int | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        resumable: bool = False,
     ) -> PresignedRequest:
-        """A URL for ``op`` on ``key``; authorization is the caller's business."""
+        """A URL for ``op`` on ``key``; authorization is the caller's business.
+
+        ``resumable`` signs the POST that starts a GCS resumable upload (write only).
+        Requester-pays S3 buckets get ``x-amz-request-payer=requester`` signed in.
+        """
         method = HTTP_METHOD_FOR_OP.get(op)
         if method is None:
             raise InvalidInput(f"operation {op} cannot be presigned; use the multipart calls")
+        if resumable:
+            if bucket.provider is not Provider.GCP or op is not Op.WRITE:
+                raise InvalidInput("resumable uploads are for write on gcp buckets only")
+            method = "POST"
         validate_key(key)
         lifetime = self.clamp_expires_in(expires_in)
         signer = await self.signer_for(bucket, min_lifetime=lifetime)
-        return await self.sign_with(signer, key, method, lifetime)
+        extra = dict(params or {})
+        if bucket.requester_pays and bucket.provider.speaks_s3:
+            extra["x-amz-request-payer"] = "requester"
+        return await self.sign_with(signer, key, method, lifetime, params=extra or None)
 
     async def presign_upload_part(
         self,

@@ -459,3 +459,22 @@ async def test_warm_presigns_cost_no_database_secret_sts_or_arborist_call(
         flow.arborist.call_count,
     )
     assert [b - a for a, b in zip(before, after, strict=True)] == [0, 0, 0, 0]
+
+
+async def test_requester_pays_s3_bucket_signs_the_payer_header(make_flow, moto, gateway) -> None:
+    flow: Flow = await make_flow()
+    boto(moto, "s3").create_bucket(Bucket="minio-abc")
+    put_static_secret(moto, "gen3/bucket-registry/minio-abc", STATIC_KEY_ID, STATIC_SECRET)
+    await flow.register({**minio_bucket(gateway.url), "requester_pays": True}, None, ALL_OPS)
+    flow.arborist.grant("submitter", "writer", PROJECT)
+    flow.arborist.grant("submitter", "reader", PROJECT)
+    write = (await flow.presign("submitter", "minio-abc", "paid/x", "write")).json()
+    assert parse_qs(urlsplit(write["url"]).query)["x-amz-request-payer"] == ["requester"]
+    assert (await send(write, b"paid")).status_code == 200  # the gateway checked the signature
+    read = (await flow.presign("submitter", "minio-abc", "paid/x", "read")).json()
+    assert (await send(read)).content == b"paid"
+    # gcp-only options are refused for S3 buckets.
+    billed = await flow.presign("submitter", "minio-abc", "paid/x", "read", user_project="lab-01x")
+    assert billed.status_code == 400
+    resumable = await flow.presign("submitter", "minio-abc", "paid/x", "write", resumable=True)
+    assert resumable.status_code == 400

@@ -61,6 +61,24 @@ async def test_gcp_bucket_with_a_key_in_a_secret(make_flow, moto, google) -> Non
     assert query["X-Goog-Algorithm"] == ["GOOG4-RSA-SHA256"]
     assert query["X-Goog-Credential"][0].startswith(SA_EMAIL + "/")
 
+    billed = await flow.presign(
+        "submitter", "gen3-gcs-abc", "data/r1.cram", "read", user_project="lab-billing-01"
+    )
+    assert parse_qs(urlsplit(billed.json()["url"]).query)["userProject"] == ["lab-billing-01"]
+    flow.arborist.grant("submitter", "writer", PROJECT)
+    resumable = await flow.presign(
+        "submitter", "gen3-gcs-abc", "data/big.cram", "write", resumable=True
+    )
+    assert resumable.status_code == 200, resumable.text
+    assert resumable.json()["method"] == "POST"
+    assert resumable.json()["headers"] == {"x-goog-resumable": "start"}
+    signed_headers = parse_qs(urlsplit(resumable.json()["url"]).query)["X-Goog-SignedHeaders"]
+    assert "x-goog-resumable" in signed_headers[0]
+    not_for_reads = await flow.presign(
+        "submitter", "gen3-gcs-abc", "data/big.cram", "read", resumable=True
+    )
+    assert not_for_reads.status_code == 400
+
     report = (
         await flow.call("POST", "/admin/buckets/gen3-gcs-abc/validate", headers=flow.admin)
     ).json()

@@ -247,3 +247,35 @@ async def test_resolve_and_presign_serve_the_yaml_until_a_bucket_is_registered(
     assert gone.status_code == 404
     assert "details" not in gone.json()
     assert (await service.post("/presign", json=body, headers=alice)).status_code == 404
+
+
+async def test_a_suspended_registration_is_never_served_from_the_yaml(
+    service: httpx.AsyncClient, issuer: FenceIssuer, arborist: ArboristStub, gateway: S3Gateway
+) -> None:
+    arborist.grant("alice", "writer", PROGRAMS)
+    alice = {"Authorization": f"Bearer {issuer.token('alice')}"}
+    admin = {"Authorization": f"Bearer {issuer.token('admin')}"}
+    body = {"bucket": "yaml-data", "key": "incoming/b.bin", "op": "write"}
+    assert (await service.post("/presign", json=body, headers=alice)).status_code == 200
+
+    # The same bucket registered, bound, then suspended: suspension wins over the YAML entry.
+    registered = {
+        "name": "yaml-data",
+        "provider": "minio",
+        "endpoint": gateway.url,
+        "auth_mode": "static",
+        "secret_ref": "aws-sm://gen3/bucket-registry/yaml-data",
+    }
+    assert (await service.post("/admin/buckets", json=registered, headers=admin)).status_code == 201
+    binding = {"resource_path": PROGRAMS, "allowed_ops": {"write": True, "read": True}}
+    bound = await service.post("/admin/buckets/yaml-data/bindings", json=binding, headers=admin)
+    assert bound.status_code == 201
+    assert (await service.delete("/admin/buckets/yaml-data", headers=admin)).status_code == 200
+
+    refused = await service.post("/presign", json=body, headers=alice)
+    assert refused.status_code == 403 and refused.json()["error"] == "bucket_suspended"
+    resolved = await service.get("/resolve/yaml-data", headers=alice)
+    assert resolved.json()["status"] == "suspended"
+    assert "gen3.fallback" not in resolved.json()["labels"]
+    default = await service.get("/resolve?purpose=upload&owner_project=ABC", headers=alice)
+    assert default.status_code in (403, 404)
