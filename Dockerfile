@@ -53,7 +53,7 @@ RUN groupadd --system --gid 10001 bucketregistry \
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    BUCKET_REGISTRY_WORKERS=2
+    BUCKET_REGISTRY_WORKERS=1
 
 COPY --from=builder /opt/venv /opt/venv
 

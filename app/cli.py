@@ -69,7 +69,12 @@ def serve(
         dev_mode = DevMode(DEV_STATE_DIR.resolve())
         dev_mode.secrets_dir.mkdir(parents=True, exist_ok=True)
         settings = settings.model_copy(
-            update={"secrets_backend": "file", "file_secrets_dir": dev_mode.secrets_dir}
+            update={
+                "secrets_backend": "file",
+                "file_secrets_dir": dev_mode.secrets_dir,
+                # A local MinIO is the usual store next to a dev registry.
+                "endpoint_allowlist": [*settings.endpoint_allowlist, "127.0.0.1", "localhost"],
+            }
         )
         typer.secho(
             "\n  LOCAL DEVELOPMENT MODE — not for production.\n"

@@ -619,7 +619,7 @@ def test_configmap_env(default_docs: list[Manifest]) -> None:
         "BUCKET_REGISTRY_SECRET_CACHE_TTL": "300",
         "BUCKET_REGISTRY_MAX_PRESIGNED_URL_TTL": "3600",
         "BUCKET_REGISTRY_LOG_LEVEL": "INFO",
-        "BUCKET_REGISTRY_WORKERS": "2",
+        "BUCKET_REGISTRY_WORKERS": "1",
     }
 
 
