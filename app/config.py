@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     gcp_billing_project: str | None = None
 
     fence_config: Path | None = None
+    # OpenTelemetry spans over OTLP/HTTP (endpoint from the standard OTEL_* variables).
+    tracing_enabled: bool = False
+    tracing_service_name: str = "bucket-registry"
     log_level: str = "INFO"
     log_json: bool = True
 

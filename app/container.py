@@ -85,7 +85,7 @@ class Services:
                 decisions=DecisionCache(settings.authz_cache_ttl, settings.cache_max_entries),
                 observe=metrics.observe_dependency,
             )
-        secrets = SecretStore(settings)
+        secrets = SecretStore(settings, observe=metrics.observe_dependency)
         registry = RegistryService(
             db,
             endpoint_allowlist=settings.endpoint_allowlist,
@@ -102,7 +102,9 @@ class Services:
             else None
         )
         signing = SigningService(
-            settings, FallbackSecrets(secrets, fallback) if fallback is not None else secrets
+            settings,
+            FallbackSecrets(secrets, fallback) if fallback is not None else secrets,
+            observe=metrics.observe_dependency,
         )
         directory = FallbackBucketDirectory(
             registry,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import re
@@ -13,6 +14,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.tracing import Tracing
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -97,9 +100,11 @@ class RequestIdMiddleware:
         self,
         app: ASGIApp,
         observe: Callable[[str, str, int, float], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.observe = observe
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -128,8 +133,22 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
+        span_context = (
+            self.tracing.request_span(scope.get("method", ""))
+            if self.tracing is not None
+            else contextlib.nullcontext()
+        )
         try:
-            await self.app(scope, receive, send_with_id)
+            with span_context as span:
+                try:
+                    await self.app(scope, receive, send_with_id)
+                finally:
+                    if span is not None:
+                        route = getattr(scope.get("route"), "path", None) or "unmatched"
+                        span.update_name(f"{scope.get('method', '')} {route}")
+                        span.set_attribute("http.route", route)
+                        span.set_attribute("http.response.status_code", status)
+                        span.set_attribute("bucket_registry.request_id", request_id)
         finally:
             path = scope.get("path", "")
             elapsed = time.perf_counter() - started

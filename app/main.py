@@ -18,6 +18,7 @@ from app.container import Services
 from app.dev import DevMode
 from app.logs import RequestIdMiddleware
 from app.metrics import Metrics
+from app.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,16 @@ stay in secrets managers, Arborist decides who may touch which bucket or prefix,
 this service to resolve buckets and sign upload/download URLs."""
 
 
-def create_app(settings: Settings | None = None, *, dev: DevMode | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    dev: DevMode | None = None,
+    tracing: Tracing | None = None,
+) -> FastAPI:
     settings = settings or Settings()
-    metrics = Metrics()
+    if tracing is None and settings.tracing_enabled:
+        tracing = Tracing(service_name=settings.tracing_service_name)
+    metrics = Metrics(tracing)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,6 +56,8 @@ def create_app(settings: Settings | None = None, *, dev: DevMode | None = None) 
             yield
         finally:
             await services.aclose()
+            if tracing is not None:
+                tracing.shutdown()
 
     app = FastAPI(
         title="Bucket Registry",
@@ -57,7 +67,7 @@ def create_app(settings: Settings | None = None, *, dev: DevMode | None = None) 
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware, observe=metrics.observe_request)
+    app.add_middleware(RequestIdMiddleware, observe=metrics.observe_request, tracing=tracing)
     # Routes are matched in order: the data path Fence calls on every transfer goes first.
     app.include_router(data.router)
     app.include_router(resolve.router)

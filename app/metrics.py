@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.cache import AsyncCache
+from app.tracing import Tracing
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -53,7 +54,8 @@ class _StatsCollector(Collector):
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, tracing: Tracing | None = None) -> None:
+        self.tracing = tracing
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Histogram(
             "bucket_registry_http_request_duration_seconds",
@@ -107,6 +109,8 @@ class Metrics:
         self.dependency_latency.labels(dependency).observe(seconds)
         if not ok:
             self.dependency_errors.labels(dependency).inc()
+        if self.tracing is not None:
+            self.tracing.dependency_span(dependency, seconds, ok)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -100,7 +100,9 @@ class SecretStore:
         factories: Mapping[str, ResolverFactory] = DEFAULT_FACTORIES,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
+        observe: Callable[[str, float, bool], None] | None = None,
     ) -> None:
+        self._observe = observe
         self._default_backend = settings.secrets_backend
         backend_scheme(self._default_backend)  # fail at startup on an unknown backend name
         self._settings = settings
@@ -191,8 +193,10 @@ class SecretStore:
         backend = self._backend(ref.scheme)
         stats.fetch_count += 1
         started = time.perf_counter()
+        ok = False
         try:
             result = await backend.get(ref, version)
+            ok = True
         except SecretNotFound as exc:
             stats.not_found += 1
             log.info(
@@ -220,6 +224,8 @@ class SecretStore:
             elapsed = time.perf_counter() - started
             stats.latency_seconds_total += elapsed
             stats.latency_seconds_max = max(stats.latency_seconds_max, elapsed)
+            if self._observe is not None:
+                self._observe(f"secrets:{ref.scheme}", elapsed, ok)
         if isinstance(result, SecretPayload):
             return result
         return SecretPayload(result)

@@ -59,12 +59,17 @@ class SigningService:
         sts: StsSessions | None = None,
         factories: Mapping[Provider, SignerFactory] | None = None,
         max_attempts: int = 3,
+        observe: Callable[[str, float, bool], None] | None = None,
     ) -> None:
         self._settings = settings
         self._now = clock or utcnow
         session = session or AioSession()
         self.sts = sts or StsSessions(
-            settings, session=session, clock=self._now, max_attempts=max_attempts
+            settings,
+            session=session,
+            clock=self._now,
+            max_attempts=max_attempts,
+            observe=observe,
         )
         if factories is None:
             s3 = S3SignerFactory(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -91,8 +92,10 @@ class StsSessions:
         max_attempts: int = 3,
         connect_timeout: float = 5.0,
         read_timeout: float = 10.0,
+        observe: Callable[[str, float, bool], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._observe = observe
         self._session = session or AioSession()
         self._now = clock or utcnow
         self._config = AioConfig(
@@ -188,8 +191,11 @@ class StsSessions:
         if external_id:
             params["ExternalId"] = external_id
         self.assume_count += 1
+        started = time.perf_counter()
+        ok = False
         try:
             answer = await client.assume_role(**params)
+            ok = True
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
             if code in _NOT_ASSUMABLE:
@@ -203,6 +209,9 @@ class StsSessions:
             raise DependencyUnavailable(
                 "sts", f"STS is unreachable ({type(exc).__name__})"
             ) from exc
+        finally:
+            if self._observe is not None:
+                self._observe("sts", time.perf_counter() - started, ok)
         creds = answer["Credentials"]
         log.info(
             "assumed role",
