@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.api.deps import AdminDep, ServicesDep, actor_for, admin_identity
+from app.api.errors import documented_errors
 from app.errors import InvalidInput
 from app.registry.models import Bucket, BucketAudit, BucketPolicyBinding
 from app.registry.records import BucketStatus, Provider
@@ -24,7 +25,6 @@ from app.registry.schemas import (
     CreatedBinding,
     CreatedBucket,
     CreatedPrefix,
-    ErrorBody,
     Ok,
     PrefixCreate,
     PrefixOut,
@@ -33,16 +33,15 @@ from app.registry.schemas import (
 from app.registry.service import BucketFilter, Page, parse_if_match
 from app.registry.validation import LABEL_KEY_RE
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
+_ERRORS = documented_errors(
+    {
         400: "Invalid input",
         401: "Missing, invalid or expired token",
         403: "Not a bucket admin",
         404: "Unknown bucket",
         503: "A dependency (Arborist, database) is unavailable",
-    }.items()
-}
+    }
+)
 
 router = APIRouter(
     prefix="/admin", tags=["admin"], dependencies=[Depends(admin_identity)], responses=_ERRORS
@@ -128,7 +127,7 @@ async def get_bucket(name: str, response: Response, services: ServicesDep) -> Bu
     "/buckets",
     status_code=201,
     response_model=CreatedBucket,
-    responses={409: {"model": ErrorBody, "description": "Name already registered"}},
+    responses=documented_errors({409: "Name already registered"}),
     summary="Register a bucket",
 )
 async def create_bucket(
@@ -143,7 +142,7 @@ async def create_bucket(
 @router.patch(
     "/buckets/{name}",
     response_model=Ok,
-    responses={412: {"model": ErrorBody, "description": "If-Match does not match the version"}},
+    responses=documented_errors({412: "If-Match does not match the version"}),
     summary="Change a bucket (partial; honours If-Match)",
 )
 async def update_bucket(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -17,20 +15,20 @@ from app.access.schemas import (
     PresignRequest,
 )
 from app.api.deps import BEARER_SECURITY, CallerDep
+from app.api.errors import documented_errors
 from app.registry.records import Op
-from app.registry.schemas import ErrorBody, Ok
+from app.registry.schemas import Ok
 from app.signing.base import PresignedRequest
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
+_ERRORS = documented_errors(
+    {
         400: "Invalid input (bucket, key, op, part number)",
         401: "Missing, invalid or expired token",
         403: "Denied by the bindings or Arborist, or the bucket is suspended",
         404: "Unknown bucket",
         503: "Arborist, the database, the secrets manager or the store is unavailable",
-    }.items()
-}
+    }
+)
 
 router = APIRouter(tags=["data"], responses=_ERRORS)
 

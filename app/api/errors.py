@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import RegistryError
+from app.registry.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,11 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     503: "dependency_unavailable",
 }
+
+
+def documented_errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a router: each status with the error body and its meaning."""
+    return {code: {"model": ErrorBody, "description": text} for code, text in descriptions.items()}
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from app.access.schemas import ResolvedBinding, ResolvedBucket
 from app.api.deps import BEARER_SECURITY, CallerDep
+from app.api.errors import documented_errors
 from app.errors import BucketSuspended
 from app.registry.records import BucketRecord, Op
-from app.registry.schemas import AllowedOps, ErrorBody
+from app.registry.schemas import AllowedOps
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
+_ERRORS = documented_errors(
+    {
         400: "Invalid input",
         401: "Missing, invalid or expired token",
         403: "The default upload bucket is suspended",
         404: "Unknown bucket / no default upload bucket",
         503: "The database is unavailable",
-    }.items()
-}
+    }
+)
 
 router = APIRouter(prefix="/resolve", tags=["resolve"], responses=_ERRORS)
 

@@ -25,7 +25,7 @@ from app.migration.fence_config import PUBLIC_CRED
 from app.migration.importer import CurrentBucket, ImportRegistry
 from app.migration.mapping import CRED_LABEL, PUBLIC_LABEL
 from app.registry.records import AuthMode, Op, Provider
-from app.registry.service import SPEC_FIELDS, _row_values
+from app.registry.service import SPEC_FIELDS, row_values
 
 FORMATS = ("fence-yaml", "json")
 JSON_FORMAT_VERSION = "bucket-registry/v1"
@@ -61,7 +61,7 @@ def _exported(current: CurrentBucket) -> ExportedBucket:
         for prefix, path, ops in current.bindings
     )
     return ExportedBucket(
-        values=_row_values(row),
+        values=row_values(row),
         prefixes=tuple(sorted(current.prefixes)),
         bindings=bindings,
         meta={

@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from app.errors import InvalidInput
+from app.registry.records import BUCKET_FIELDS
 
 PUBLIC_CRED = "*"
 
@@ -41,27 +42,7 @@ PUBLIC_CRED = "*"
 _PATTERN_CHARS = frozenset("*+?[](){}|^$\\")
 
 # Registration fields an entry's ``registry:`` block may set (BucketCreate, minus the name).
-REGISTRY_FIELDS = frozenset(
-    {
-        "provider",
-        "region",
-        "endpoint",
-        "auth_mode",
-        "role_arn",
-        "external_id",
-        "secret_ref",
-        "secret_version",
-        "service_account",
-        "owner_project",
-        "labels",
-        "status",
-        "data_upload_allowed",
-        "is_default_upload",
-        "requester_pays",
-        "prefixes",
-        "bindings",
-    }
-)
+REGISTRY_FIELDS = (frozenset(BUCKET_FIELDS) - {"name"}) | {"prefixes", "bindings"}
 
 _S3_KEYS = frozenset({"cred", "region", "endpoint_url", "role-arn", "requester_pays", "registry"})
 _CRED_KEYS = frozenset(

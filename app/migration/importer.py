@@ -59,8 +59,8 @@ from app.registry.service import (
     Actor,
     BucketChange,
     RegistryService,
-    _audit_view,
-    _row_values,
+    audit_view,
+    row_values,
 )
 from app.secrets.base import AWS_SM, FILE, backend_scheme
 from app.secrets.store import SecretStore
@@ -304,7 +304,7 @@ class ImportRegistry(RegistryService):
             actor,
             IMPORT_ACTION,
             None,
-            {**_audit_view(_row_values(bucket)), **extra},
+            {**audit_view(row_values(bucket)), **extra},
         )
         return bucket
 
@@ -342,10 +342,10 @@ class ImportRegistry(RegistryService):
             actor,
             IMPORT_ACTION,
             {
-                **_audit_view({key: before for key, (before, _after) in change.diff.items()}),
+                **audit_view({key: before for key, (before, _after) in change.diff.items()}),
                 **before_extra,
             },
-            {**_audit_view(changed), **extra},
+            {**audit_view(changed), **extra},
         )
         return bucket
 
@@ -579,7 +579,7 @@ def _plan_one(
             secret=action,
         )
 
-    before = _row_values(existing.row)
+    before = row_values(existing.row)
     after = dict(before)
     for key in desired.managed:
         after[key] = spec.get(key)

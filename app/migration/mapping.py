@@ -39,7 +39,7 @@ from app.migration.fence_config import (
     GsBucketEntry,
     S3BucketEntry,
 )
-from app.registry.records import AuthMode, Op, Provider
+from app.registry.records import BUCKET_FIELDS, AuthMode, Op, Provider
 from app.registry.schemas import BucketCreate
 from app.registry.validation import (
     validate_allowed_ops,
@@ -62,22 +62,7 @@ DEFAULT_RESOURCE_PATHS: tuple[str, ...] = ("/programs",)
 # Fields the importer keeps equal to the file on an existing registration. ``owner_project``
 # and ``status`` join them only when the file (or the command line) says something about them;
 # ``labels`` are merged, never replaced.
-_ALWAYS_MANAGED = frozenset(
-    {
-        "provider",
-        "region",
-        "endpoint",
-        "auth_mode",
-        "role_arn",
-        "external_id",
-        "secret_ref",
-        "secret_version",
-        "service_account",
-        "data_upload_allowed",
-        "is_default_upload",
-        "requester_pays",
-    }
-)
+_ALWAYS_MANAGED = frozenset(BUCKET_FIELDS) - {"name", "owner_project", "status", "labels"}
 
 _CREDENTIAL_FIELDS = ("role_arn", "external_id", "secret_ref", "secret_version", "service_account")
 

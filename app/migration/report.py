@@ -11,28 +11,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from app.migration.mapping import PENDING_CREDENTIALS, PENDING_LABEL
+from app.registry.records import BUCKET_FIELDS
 
 if TYPE_CHECKING:
     from app.migration.importer import ImportPlan, PlannedChange
 
 _MARKS = {"create": "+", "update": "~", "unchanged": "=", "skip": "-", "invalid": "!"}
-_SHOWN_ON_CREATE = (
-    "provider",
-    "region",
-    "endpoint",
-    "auth_mode",
-    "role_arn",
-    "external_id",
-    "secret_ref",
-    "secret_version",
-    "service_account",
-    "owner_project",
-    "status",
-    "data_upload_allowed",
-    "is_default_upload",
-    "requester_pays",
-    "labels",
-)
+_SHOWN_ON_CREATE = (*(f for f in BUCKET_FIELDS if f not in ("name", "labels")), "labels")
 
 
 def _value(value: Any) -> str:

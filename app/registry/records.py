@@ -8,6 +8,26 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+# The fields of a registration, in the order the API and the audit trail present them.
+BUCKET_FIELDS: tuple[str, ...] = (
+    "name",
+    "provider",
+    "region",
+    "endpoint",
+    "auth_mode",
+    "role_arn",
+    "external_id",
+    "secret_ref",
+    "secret_version",
+    "service_account",
+    "owner_project",
+    "labels",
+    "status",
+    "data_upload_allowed",
+    "is_default_upload",
+    "requester_pays",
+)
+
 
 class Provider(enum.StrEnum):
     AWS = "aws"

@@ -32,6 +32,7 @@ from app.errors import (
 )
 from app.registry.models import Bucket, BucketAudit, BucketPolicyBinding, BucketPrefix, utcnow
 from app.registry.records import (
+    BUCKET_FIELDS,
     AuthMode,
     BindingRecord,
     BucketRecord,
@@ -49,24 +50,7 @@ from app.signing.keys import validate_prefix
 
 NOTIFY_CHANNEL = "bucket_registry"
 
-SPEC_FIELDS = (
-    "name",
-    "provider",
-    "region",
-    "endpoint",
-    "auth_mode",
-    "role_arn",
-    "external_id",
-    "secret_ref",
-    "secret_version",
-    "service_account",
-    "owner_project",
-    "labels",
-    "status",
-    "data_upload_allowed",
-    "is_default_upload",
-    "requester_pays",
-)
+SPEC_FIELDS = BUCKET_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +89,7 @@ def _fingerprint(ref: str | None) -> str | None:
     return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()[:12]
 
 
-def _audit_view(values: dict[str, Any]) -> dict[str, Any]:
+def audit_view(values: dict[str, Any]) -> dict[str, Any]:
     view = {key: values[key] for key in SPEC_FIELDS if key in values}
     if "secret_ref" in view:
         view["secret_ref"] = _fingerprint(view["secret_ref"])
@@ -115,7 +99,7 @@ def _audit_view(values: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _row_values(bucket: Bucket) -> dict[str, Any]:
+def row_values(bucket: Bucket) -> dict[str, Any]:
     return {key: getattr(bucket, key) for key in SPEC_FIELDS}
 
 
@@ -327,7 +311,7 @@ class RegistryService:
                 session.add(bucket)
                 await session.flush()
                 await self._record(
-                    session, bucket, actor, "create", None, _audit_view(_row_values(bucket))
+                    session, bucket, actor, "create", None, audit_view(row_values(bucket))
                 )
         except IntegrityError as exc:
             raise self._conflict(exc, spec) from None
@@ -364,7 +348,7 @@ class RegistryService:
                         raise PreconditionFailed(
                             f"bucket {name!r} is at version {row.version}, not {if_match}"
                         )
-                    before = _row_values(row)
+                    before = row_values(row)
                     changes = compute(row)
                     merged = self._validated({**before, **changes})
                     changed = {k: v for k, v in merged.items() if before.get(k) != v}
@@ -387,8 +371,8 @@ class RegistryService:
                         row,
                         actor,
                         action,
-                        _audit_view({k: before[k] for k in changed}),
-                        _audit_view(changed),
+                        audit_view({k: before[k] for k in changed}),
+                        audit_view(changed),
                     )
                     await session.refresh(row)
             except IntegrityError as exc:
