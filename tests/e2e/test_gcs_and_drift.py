@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from tests.e2e.conftest import (
     ALL_OPS,
@@ -94,6 +96,62 @@ async def test_gcp_bucket_with_a_key_in_a_secret(make_flow, moto, google) -> Non
         headers=flow.user("submitter"),
     )
     assert multipart.status_code in (400, 403)
+
+
+POD_EMAIL = "registry-pod@gen3-platform.iam.gserviceaccount.com"
+
+
+async def test_gcp_bucket_under_workload_identity_signs_through_iam(
+    make_flow, google, tmp_path, monkeypatch
+) -> None:
+    # The pod's own identity: application default credentials whose tokens may call IAM.
+    pod_key = google.add_account(POD_EMAIL, impersonable=False)
+    google.pod_accounts.add(POD_EMAIL)
+    adc = tmp_path / "pod-identity.json"
+    adc.write_text(service_account_key_json(POD_EMAIL, pod_key, token_uri=google.url + "/token"))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    signer_key = google.add_account(SA_EMAIL)
+    google.add_bucket("gen3-gcs-wi", readers={SA_EMAIL})
+
+    flow: Flow = await make_flow(gcs_endpoint=google.url, gcp_iam_credentials_endpoint=google.url)
+    missing = await flow.call(
+        "POST",
+        "/admin/buckets",
+        json={"name": "gen3-gcs-wi", "provider": "gcp", "auth_mode": "workload_identity"},
+        headers=flow.admin,
+    )
+    assert missing.status_code == 400 and "service_account" in missing.json()["message"]
+    body = {
+        "name": "gen3-gcs-wi",
+        "provider": "gcp",
+        "auth_mode": "workload_identity",
+        "service_account": SA_EMAIL,
+    }
+    await flow.register(body, None, ALL_OPS)
+    flow.arborist.grant("submitter", "reader", PROJECT)
+
+    signed = await flow.presign("submitter", "gen3-gcs-wi", "data/r2.cram", "read")
+    assert signed.status_code == 200, signed.text
+    query = parse_qs(urlsplit(signed.json()["url"]).query)
+    assert query["X-Goog-Credential"][0].startswith(SA_EMAIL + "/")
+    # IAM signed exactly the string-to-sign; the signature in the URL is the signer's.
+    signature = bytes.fromhex(query["X-Goog-Signature"][0])
+    signer_key.public_key().verify(
+        signature, google.signed[-1], padding.PKCS1v15(), hashes.SHA256()
+    )
+    assert b"GOOG4-RSA-SHA256" in google.signed[-1]
+
+    report = (
+        await flow.call("POST", "/admin/buckets/gen3-gcs-wi/validate", headers=flow.admin)
+    ).json()
+    assert report["ok"] is True, report
+    assert report["checks"]["secret_accessible"]["status"] == "skipped"
+
+    google.impersonable.discard(SA_EMAIL)  # the pod may no longer sign as the account
+    flow.services.signing.invalidate_bucket(flow.services.directory.buckets.peek("gen3-gcs-wi").id)
+    denied = await flow.presign("submitter", "gen3-gcs-wi", "data/r3.cram", "read")
+    assert denied.status_code == 503
+    assert "PRIVATE KEY" not in denied.text
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -175,7 +175,12 @@ class _Handler(BaseHTTPRequestHandler):
         except jwt.PyJWTError:
             self._send(400, {"error": "invalid_grant", "error_description": "Invalid JWT"})
             return
-        token = stub.issue_storage_token(issuer)
+        # A pod identity's key yields pod tokens (which may call IAM); any other account's key
+        # yields a token for reading its buckets.
+        if issuer in stub.pod_accounts:
+            token = stub.issue_pod_token()
+        else:
+            token = stub.issue_storage_token(issuer)
         self._send(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
 
     def _list(self, bucket: str, query: Mapping[str, list[str]]) -> None:
@@ -233,6 +238,7 @@ class GoogleApiStub:
         with self._lock:
             self.accounts: dict[str, rsa.RSAPrivateKey] = {}
             self.impersonable: set[str] = set()
+            self.pod_accounts: set[str] = set()
             self.pod_tokens: set[str] = set()
             self.storage_tokens: dict[str, str] = {}
             self.buckets: dict[str, GcsBucketState] = {}
