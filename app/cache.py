@@ -164,6 +164,14 @@ class AsyncCache(Generic[K, V]):
         now = self._clock()
         self._entries[key] = _Entry(value, now + seconds, now + seconds + self.grace_period)
 
+    def fresh_for(self, key: K) -> float | None:
+        """Seconds until ``key``'s cached value goes stale; None when nothing fresh is cached."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        left = entry.fresh_until - self._clock()
+        return left if left > 0 else None
+
     def set(self, key: K, value: V, *, ttl: TtlSpec[V] | None = None) -> None:
         """Store ``value`` directly (for values learnt as a side effect of another call)."""
         self._inflight.pop(key, None)

@@ -202,6 +202,10 @@ class FallbackSecrets:
             return self._fallback.secret(raw_ref)
         return await self._store.get(raw_ref, version)
 
+    def fresh_for(self, raw_ref: str, version: str | None) -> float | None:
+        fresh_for = getattr(self._store, "fresh_for", None)
+        return fresh_for(raw_ref, version) if fresh_for is not None else None
+
 
 _EMPTY_KEY = "registry"
 

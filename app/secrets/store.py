@@ -149,6 +149,10 @@ class SecretStore:
             raise SecretNotFound(outcome.message)
         return outcome
 
+    def fresh_for(self, raw_ref: str, version: str | None) -> float | None:
+        """Seconds until the cached payload for ``(raw_ref, version)`` must be re-read."""
+        return self.cache.fresh_for((raw_ref, version))
+
     def invalidate(self, raw_ref: str) -> int:
         """Forget every cached version of ``raw_ref`` (and any load in flight); returns how many."""
         return self.cache.invalidate_where(lambda key: key[0] == raw_ref)

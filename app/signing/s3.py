@@ -131,10 +131,14 @@ class S3BucketSigner:
         *,
         session: AioSession,
         clock: Callable[[], datetime] | None = None,
+        secret_source: tuple[str, str | None] | None = None,
     ) -> None:
         self.bucket_name = bucket_name
         self.layout = layout
         self.credentials = credentials
+        # The (secret_ref, secret_version) static keys came from: the signer must not outlive
+        # the cached copy of that secret, or a rotation would wait for a second TTL.
+        self.secret_source = secret_source
         self.client_options = client_options
         self._session = session
         self._now = clock or utcnow
@@ -365,8 +369,17 @@ class S3SignerFactory:
             (bucket.name, region, bucket.endpoint),
             lambda: self._resolve_layout(bucket.name, region, bucket.endpoint),
         )
+        source = None
+        if bucket.auth_mode is AuthMode.STATIC and bucket.secret_ref is not None:
+            source = (bucket.secret_ref, bucket.secret_version)
         return S3BucketSigner(
-            bucket.name, layout, credentials, options, session=self._session, clock=self._now
+            bucket.name,
+            layout,
+            credentials,
+            options,
+            session=self._session,
+            clock=self._now,
+            secret_source=source,
         )
 
     def fresh_enough(self, signer: BucketSigner, bucket: BucketRecord, min_lifetime: int) -> bool:
@@ -387,7 +400,14 @@ class S3SignerFactory:
         """
         expires_at = signer.credentials_expire_at
         if expires_at is None:
-            return self._settings.secret_cache_ttl
+            ttl = self._settings.secret_cache_ttl
+            source = getattr(signer, "secret_source", None)
+            fresh_for = getattr(self._secrets, "fresh_for", None)
+            if source is not None and fresh_for is not None:
+                left = fresh_for(*source)
+                if left is not None:
+                    ttl = min(ttl, left)
+            return ttl
         left = (expires_at - self._now()).total_seconds()
         return left - self._settings.sts_refresh_margin
 

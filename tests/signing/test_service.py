@@ -334,8 +334,17 @@ def self_signed_localhost(tmp_path: Path) -> tuple[ssl.SSLContext, str]:
 
 
 async def test_private_ca_bundle_is_trusted_for_that_bucket_only(
-    moto: MotoServer, service: SigningService, secrets: DictSecrets, moto_s3: Any, tmp_path: Path
+    moto: MotoServer,
+    service: SigningService,
+    secrets: DictSecrets,
+    moto_s3: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # A private temp directory: other processes' files must not change what this test sees.
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     moto_s3.create_bucket(Bucket="data-bucket")
     ca_files_before = set(Path(tempfile.gettempdir()).glob("bucket-registry-ca-*.pem"))
     context, pem = self_signed_localhost(tmp_path)
@@ -374,3 +383,27 @@ async def test_private_ca_bundle_is_trusted_for_that_bucket_only(
     await service.aclose()
     # The CA bundle was written for the client's sake only, and is gone with it.
     assert set(Path(tempfile.gettempdir()).glob("bucket-registry-ca-*.pem")) == ca_files_before
+
+
+async def test_a_static_signer_never_outlives_the_cached_secret(
+    tmp_path: Path, gateway: S3Gateway, clock: WallClock
+) -> None:
+    # A signer cached for a full TTL after a late rebuild (on a secret copy read earlier) would
+    # keep rotated-out keys for up to two TTLs; its lifetime follows the secret's freshness.
+    from app.secrets.store import SecretStore
+
+    secret = tmp_path / "data-bucket.json"
+    secret.write_text(
+        json.dumps({"access_key_id": STATIC_KEY_ID, "secret_access_key": STATIC_SECRET})
+    )
+    settings = Settings(secret_cache_ttl=100, secrets_backend="file", file_secrets_dir=tmp_path)
+    monotonic = [0.0]
+    store = SecretStore(settings, clock=lambda: monotonic[0], rng=lambda: 0.0)
+    service = SigningService(settings, store, clock=clock)
+    bucket = gateway_bucket(gateway, secret_ref=f"file://{secret}")
+    await store.get(bucket.secret_ref, None)  # read at t=0: fresh for 100 s
+    monotonic[0] = 70.0
+    await service.signer_for(bucket, min_lifetime=60)
+    left = service.signer_cache.fresh_for((bucket.id, bucket.credential_generation()))
+    assert left is not None and 0 < left <= 30
+    await service.aclose()
