@@ -617,10 +617,24 @@ def test_configmap_env(default_docs: list[Manifest]) -> None:
         "BUCKET_REGISTRY_SECRETS_BACKEND": "aws_sm",
         "BUCKET_REGISTRY_BUCKET_CACHE_TTL": "60",
         "BUCKET_REGISTRY_SECRET_CACHE_TTL": "300",
+        "BUCKET_REGISTRY_SECRET_GRACE_PERIOD": "900",
+        "BUCKET_REGISTRY_AUTHZ_CACHE_TTL": "30",
+        "BUCKET_REGISTRY_TRACING_ENABLED": "false",
         "BUCKET_REGISTRY_MAX_PRESIGNED_URL_TTL": "3600",
         "BUCKET_REGISTRY_LOG_LEVEL": "INFO",
         "BUCKET_REGISTRY_WORKERS": "1",
     }
+
+
+def test_every_configmap_setting_is_one_the_service_reads() -> None:
+    from app.config import Settings
+
+    # WORKERS is read by the `serve` command itself, not by Settings.
+    known = {f"BUCKET_REGISTRY_{name.upper()}" for name in Settings.model_fields}
+    known.add("BUCKET_REGISTRY_WORKERS")
+    rendered = settings(render(EVERYTHING))
+    unknown = {key for key in rendered if key.startswith("BUCKET_REGISTRY_")} - known
+    assert not unknown, f"the chart sets variables the service ignores: {sorted(unknown)}"
 
 
 def test_endpoint_allowlist_is_a_json_list() -> None:
