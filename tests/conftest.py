@@ -17,6 +17,7 @@ from tests.support.arborist import ArboristStub
 from tests.support.database import PostgresDatabase, run_in_thread
 from tests.support.fence import FenceIssuer
 from tests.support.moto import MotoServer
+from tests.support.s3_gateway import S3Gateway
 
 # botocore reads these itself; the moto server accepts any key for SDK calls.
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"
@@ -38,6 +39,21 @@ def moto(moto_server: MotoServer) -> Iterator[MotoServer]:
     """The moto server, emptied before the test."""
     moto_server.reset()
     yield moto_server
+
+
+@pytest.fixture(scope="session")
+def gateway_server(moto_server: MotoServer) -> Iterator[S3Gateway]:
+    """A SigV4-checking gateway in front of moto: bytes through it prove their signatures."""
+    gateway = S3Gateway(moto_server.url).start()
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def gateway(gateway_server: S3Gateway, moto: MotoServer) -> S3Gateway:
+    """The gateway in front of a freshly reset moto, with no keys; packages add theirs."""
+    gateway_server.reset()
+    return gateway_server
 
 
 @pytest.fixture(scope="session")

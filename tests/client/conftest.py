@@ -25,18 +25,10 @@ KEY_ID = "AKIACLIENTTESTKEY001"
 SECRET = "client-test-secret-value-0001"
 
 
-@pytest.fixture(scope="session")
-def gateway_server(moto_server: MotoServer) -> Iterator[S3Gateway]:
-    gateway = S3Gateway(moto_server.url).start()
-    yield gateway
-    gateway.stop()
-
-
 @pytest.fixture
-def gateway(gateway_server: S3Gateway, moto: MotoServer) -> S3Gateway:
-    gateway_server.reset()
-    gateway_server.add_key(KEY_ID, SECRET)
-    return gateway_server
+def gateway(gateway: S3Gateway) -> S3Gateway:
+    gateway.add_key(KEY_ID, SECRET)
+    return gateway
 
 
 @pytest.fixture

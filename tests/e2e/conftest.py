@@ -32,23 +32,15 @@ ROLE_ARN = "arn:aws:iam::123456789012:role/gen3-abc-data"
 ALL_OPS = {"read": True, "write": True, "delete": True, "multipart": True}
 
 
-@pytest.fixture(scope="session")
-def gateway_server(moto_server: MotoServer) -> Iterator[S3Gateway]:
-    gateway = S3Gateway(moto_server.url).start()
-    yield gateway
-    gateway.stop()
-
-
 @pytest.fixture
-def gateway(gateway_server: S3Gateway, moto: MotoServer) -> S3Gateway:
-    gateway_server.reset()
+def gateway(gateway: S3Gateway) -> S3Gateway:
     for key_id, secret in (
         (STATIC_KEY_ID, STATIC_SECRET),
         (ROTATED_KEY_ID, ROTATED_SECRET),
         (PINNED_KEY_ID, PINNED_SECRET),
     ):
-        gateway_server.add_key(key_id, secret)
-    return gateway_server
+        gateway.add_key(key_id, secret)
+    return gateway
 
 
 @pytest.fixture

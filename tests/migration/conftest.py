@@ -4,7 +4,6 @@ secrets backend at moto, and a look at every row in the database."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from sqlmodel import SQLModel
 import app.registry.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from app.config import Settings
 from tests.support.moto import MotoServer
-from tests.support.s3_gateway import S3Gateway
 
 FIXTURE = Path(__file__).parent / "fence-config.yaml"
 # Every key value in the fixture: none may ever reach the database, an export or the output.
@@ -83,16 +81,3 @@ async def dump_tables(database_url: str) -> dict[str, list[dict[str, Any]]]:
 
 async def audit_rows(database_url: str) -> list[dict[str, Any]]:
     return (await dump_tables(database_url))["bucket_audit"]
-
-
-@pytest.fixture(scope="session")
-def gateway_server(moto_server: MotoServer) -> Iterator[S3Gateway]:
-    gateway = S3Gateway(moto_server.url).start()
-    yield gateway
-    gateway.stop()
-
-
-@pytest.fixture
-def gateway(gateway_server: S3Gateway, moto: MotoServer) -> S3Gateway:
-    gateway_server.reset()
-    return gateway_server

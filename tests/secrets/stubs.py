@@ -15,44 +15,20 @@ from __future__ import annotations
 
 import base64
 import itertools
-import json
 import re
 import threading
 import time
 import uuid
 from collections import Counter
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from app.secrets.gcp_sm import crc32c
-from tests.support.net import BackgroundHTTPServer
-
-
-class _JSONHandler(BaseHTTPRequestHandler):
-    def log_message(self, *_args: Any) -> None:
-        pass
-
-    @property
-    def stub(self) -> Any:
-        return self.server.owner.stub  # type: ignore[attr-defined]
-
-    def send_json(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def read_json(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        return json.loads(raw) if raw else {}
+from tests.support.net import BackgroundHTTPServer, JsonHandler
 
 
 class _Stub:
-    handler: type[_JSONHandler]
+    handler: type[JsonHandler]
 
     def __init__(self) -> None:
         self.server = BackgroundHTTPServer(self.handler)
@@ -100,7 +76,7 @@ def _vault_envelope(**fields: Any) -> dict[str, Any]:
     return body
 
 
-class _VaultHandler(_JSONHandler):
+class _VaultHandler(JsonHandler):
     def do_POST(self) -> None:
         stub: VaultStub = self.stub
         path = urlsplit(self.path).path
@@ -237,7 +213,7 @@ def _k8s_status(code: int, reason: str, message: str, name: str = "") -> dict[st
     }
 
 
-class _KubernetesHandler(_JSONHandler):
+class _KubernetesHandler(JsonHandler):
     def do_GET(self) -> None:
         stub: KubernetesStub = self.stub
         match = re.fullmatch(r"/api/v1/namespaces/([^/]+)/secrets/([^/?]+)", self.path)
@@ -307,7 +283,7 @@ def _google_error(code: int, status: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "status": status}}
 
 
-class _GcpHandler(_JSONHandler):
+class _GcpHandler(JsonHandler):
     def do_GET(self) -> None:
         stub: GcpSecretManagerStub = self.stub
         match = re.fullmatch(

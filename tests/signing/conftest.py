@@ -4,7 +4,7 @@ secret source, bucket records and a wall clock the test can move."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -80,19 +80,11 @@ def make_bucket(**overrides: Any) -> BucketRecord:
     return BucketRecord(**fields)
 
 
-@pytest.fixture(scope="session")
-def gateway_server(moto_server: MotoServer) -> Iterator[S3Gateway]:
-    server = S3Gateway(moto_server.url).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def gateway(moto: MotoServer, gateway_server: S3Gateway) -> S3Gateway:
+def gateway(gateway: S3Gateway) -> S3Gateway:
     """The gateway in front of a freshly reset moto, knowing only the static test key."""
-    gateway_server.reset()
-    gateway_server.add_key(STATIC_KEY_ID, STATIC_SECRET)
-    return gateway_server
+    gateway.add_key(STATIC_KEY_ID, STATIC_SECRET)
+    return gateway
 
 
 @pytest.fixture

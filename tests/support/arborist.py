@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import jwt
 
 from app.authz.policy import PolicyDocument
 from tests.support.fence import FenceIssuer
-from tests.support.net import BackgroundHTTPServer
+from tests.support.net import BackgroundHTTPServer, JsonHandler
 
 ADMIN_POLICY = {
     "id": "bucket_registry_admin",
@@ -46,27 +45,12 @@ ROLES = [
 ]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *_args: Any) -> None:
-        pass
-
-    @property
-    def stub(self) -> ArboristStub:
-        return self.server.owner.stub  # type: ignore[attr-defined,no-any-return]
-
-    def _send(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
+class _Handler(JsonHandler):
     def do_GET(self) -> None:
         if self.path == "/health":
-            self._send(200, "Healthy")
+            self.send_json(200, "Healthy")
         else:
-            self._send(404, {"error": {"message": "not found", "code": 404}})
+            self.send_json(404, {"error": {"message": "not found", "code": 404}})
 
     def do_POST(self) -> None:
         stub = self.stub
@@ -74,22 +58,22 @@ class _Handler(BaseHTTPRequestHandler):
         if stub.delay:
             time.sleep(stub.delay)
         if self.path != "/auth/request":
-            self._send(404, {"error": {"message": "not found", "code": 404}})
+            self.send_json(404, {"error": {"message": "not found", "code": 404}})
             return
         if stub.fail_with:
-            self._send(
+            self.send_json(
                 stub.fail_with, {"error": {"message": "arborist exploded", "code": stub.fail_with}}
             )
             return
         try:
             request = json.loads(body)
         except ValueError as exc:
-            self._send(
+            self.send_json(
                 400, {"error": {"message": f"could not parse auth request: {exc}", "code": 400}}
             )
             return
         status, answer = stub.judge(request)
-        self._send(status, answer)
+        self.send_json(status, answer)
 
 
 class ArboristStub:

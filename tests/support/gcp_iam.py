@@ -20,15 +20,13 @@ import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.support.net import BackgroundHTTPServer
+from tests.support.net import BackgroundHTTPServer, JsonHandler
 
 _ACCOUNT_PATH = "/v1/projects/-/serviceAccounts/"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
@@ -90,13 +88,8 @@ class PodTokens:
         return self.current
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *_args: Any) -> None:
-        pass
-
-    @property
-    def stub(self) -> GoogleApiStub:
-        return self.server.owner.stub  # type: ignore[attr-defined]
+class _Handler(JsonHandler):
+    content_type = "application/json; charset=UTF-8"
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -142,13 +135,13 @@ class _Handler(BaseHTTPRequestHandler):
             payload = base64.b64decode(request["payload"], validate=True)
             signature = key.sign(payload, padding.PKCS1v15(), hashes.SHA256())
             stub.signed.append(payload)
-            self._send(
+            self.send_json(
                 200,
                 {"keyId": "stub-key-1", "signedBlob": base64.b64encode(signature).decode()},
             )
         elif verb == "generateAccessToken":
             token = stub.issue_storage_token(email)
-            self._send(200, {"accessToken": token, "expireTime": "2099-01-01T00:00:00Z"})
+            self.send_json(200, {"accessToken": token, "expireTime": "2099-01-01T00:00:00Z"})
         else:
             self._error(404, f"unknown method {verb}")
 
@@ -156,13 +149,13 @@ class _Handler(BaseHTTPRequestHandler):
         stub = self.stub
         form = {name: values[0] for name, values in parse_qs(body.decode()).items()}
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
-            self._send(400, {"error": "unsupported_grant_type"})
+            self.send_json(400, {"error": "unsupported_grant_type"})
             return
         assertion = form.get("assertion", "")
         issuer = jwt.decode(assertion, options={"verify_signature": False}).get("iss", "")
         key = stub.accounts.get(issuer)
         if key is None:
-            self._send(400, {"error": "invalid_grant", "error_description": "Invalid JWT"})
+            self.send_json(400, {"error": "invalid_grant", "error_description": "Invalid JWT"})
             return
         try:
             jwt.decode(
@@ -173,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
                 audience=[GOOGLE_TOKEN_AUDIENCE, f"{stub.url}/token"],
             )
         except jwt.PyJWTError:
-            self._send(400, {"error": "invalid_grant", "error_description": "Invalid JWT"})
+            self.send_json(400, {"error": "invalid_grant", "error_description": "Invalid JWT"})
             return
         # A pod identity's key yields pod tokens (which may call IAM); any other account's key
         # yields a token for reading its buckets.
@@ -181,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
             token = stub.issue_pod_token()
         else:
             token = stub.issue_storage_token(issuer)
-        self._send(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
+        self.send_json(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
 
     def _list(self, bucket: str, query: Mapping[str, list[str]]) -> None:
         stub = self.stub
@@ -201,19 +194,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         limit = int(query.get("maxResults", ["1000"])[0])
         items = [{"kind": "storage#object", "name": name} for name in state.objects[:limit]]
-        self._send(200, {"kind": "storage#objects", "items": items})
+        self.send_json(200, {"kind": "storage#objects", "items": items})
 
     def _error(self, status: int, message: str) -> None:
         status_name = _STATUS_NAMES.get(status, "UNKNOWN")
-        self._send(status, {"error": {"code": status, "message": message, "status": status_name}})
-
-    def _send(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(
+            status, {"error": {"code": status, "message": message, "status": status_name}}
+        )
 
 
 class GoogleApiStub:

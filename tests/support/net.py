@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 from collections.abc import Callable
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 
@@ -37,6 +39,35 @@ def wait_for_http(url: str, timeout: float = 20.0) -> None:
         return True
 
     wait_until(up, timeout)
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A quiet request handler for stub servers that speak JSON.
+
+    ``self.stub`` is whatever object the server was started for (``BackgroundHTTPServer.stub``).
+    """
+
+    content_type = "application/json"
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    @property
+    def stub(self) -> Any:
+        return self.server.owner.stub  # type: ignore[attr-defined]
+
+    def send_json(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", self.content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def read_json(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return json.loads(raw) if raw else {}
 
 
 class _Server(ThreadingHTTPServer):
