@@ -173,8 +173,8 @@ def validate(
     """
     import asyncio
 
-    from app.access.drift import active_bucket_names, check_buckets
     from app.container import Services
+    from app.health.drift import active_bucket_names, check_buckets
     from app.logs import configure_logging
     from app.metrics import Metrics
 

@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 
 from app.access.directory import BucketDirectory
-from app.access.probe import BucketProbe
 from app.access.service import AccessService
 from app.authz.arborist import ArboristAuthorizer, Authorizer, DecisionCache, LocalPolicyAuthorizer
 from app.authz.policy import PolicyDocument
@@ -18,13 +17,14 @@ from app.cache import AsyncCache
 from app.config import Settings
 from app.db import Database
 from app.dev import DEV_ISSUER, DevMode, dev_jwks
+from app.fence_config.source import FenceConfigSecrets, FenceConfigSource
+from app.health.probe import BucketProbe
 from app.metrics import Metrics
-from app.migration.fallback import FallbackBucketDirectory, FallbackSecrets, FenceConfigFallback
-from app.registry.notify import ChangeListener
+from app.registry.notify import NotifyListener
 from app.registry.service import BucketChange, RegistryService
 from app.secrets.base import validate_secret_version
 from app.secrets.store import SecretStore
-from app.signing.service import SigningService
+from app.storage.service import StorageService
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,12 @@ class Services:
     authorizer: Authorizer
     registry: RegistryService
     secrets: SecretStore
-    signing: SigningService
+    storage: StorageService
     directory: BucketDirectory
     access: AccessService
     probe: BucketProbe
     metrics: Metrics
-    listener: ChangeListener | None = None
+    listener: NotifyListener | None = None
     dev: DevMode | None = None
 
     @classmethod
@@ -95,22 +95,22 @@ class Services:
         )
         # Served only while the registry holds no bucket (SPEC §8); a malformed file stops startup.
         fallback = (
-            FenceConfigFallback.load(
+            FenceConfigSource.load(
                 settings.fence_config, endpoint_allowlist=settings.endpoint_allowlist
             )
             if settings.fence_config is not None
             else None
         )
-        signing = SigningService(
+        storage = StorageService(
             settings,
-            FallbackSecrets(secrets, fallback) if fallback is not None else secrets,
+            FenceConfigSecrets(secrets, fallback) if fallback is not None else secrets,
             observe=metrics.observe_dependency,
         )
-        directory = FallbackBucketDirectory(
+        directory = BucketDirectory(
             registry,
-            fallback,
             ttl=settings.bucket_cache_ttl,
             max_entries=settings.cache_max_entries,
+            fallback=fallback,
         )
         services = cls(
             settings=settings,
@@ -120,22 +120,22 @@ class Services:
             authorizer=authorizer,
             registry=registry,
             secrets=secrets,
-            signing=signing,
+            storage=storage,
             directory=directory,
             access=AccessService(
                 directory,
                 authorizer,
-                signing,
+                storage,
                 count=lambda *labels: metrics.presigns.labels(*labels).inc(),
             ),
-            probe=BucketProbe(secrets, signing, http),
+            probe=BucketProbe(secrets, storage, http),
             metrics=metrics,
             dev=dev,
         )
         registry.listeners.append(services.forget)
         if listen and db.engine.dialect.name == "postgresql":
             # Other replicas' changes arrive by NOTIFY; on SQLite there is only this process.
-            services.listener = ChangeListener(
+            services.listener = NotifyListener(
                 settings.database_url,
                 services.forget,
                 directory.forget_everything,
@@ -152,8 +152,8 @@ class Services:
             self.directory.defaults,
             self.secrets.cache,
             self.tokens.cache,
-            self.signing.sts.session_cache,
-            self.signing.signer_cache,
+            self.storage.sts.session_cache,
+            self.storage.signer_cache,
         ]
         decisions = getattr(self.authorizer, "decisions", None)
         if decisions is not None:
@@ -179,7 +179,7 @@ class Services:
         metrics.watch_counter(
             "sts_assume_role_total",
             "STS AssumeRole calls",
-            lambda: {(): self.signing.sts.assume_count},
+            lambda: {(): self.storage.sts.assume_count},
         )
         metrics.watch_counter(
             "change_notifications_received_total",
@@ -190,14 +190,14 @@ class Services:
     def forget(self, change: BucketChange) -> None:
         """Drop every cached thing a registry change makes stale, on this replica."""
         previous = self.directory.forget(change)
-        self.signing.invalidate_bucket(change.bucket_id)
+        self.storage.invalidate_bucket(change.bucket_id)
         if previous is not None and previous.secret_ref:
             self.secrets.invalidate(previous.secret_ref)
 
     async def aclose(self) -> None:
         if self.listener is not None:
             await self.listener.stop()
-        await self.signing.aclose()
+        await self.storage.aclose()
         await self.secrets.aclose()
         await self.http.aclose()
         await self.db.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from app.cache import AsyncCache
 from app.errors import BucketNotFound
@@ -14,6 +15,18 @@ log = logging.getLogger(__name__)
 # Unknown names are remembered briefly so a stream of typos cannot turn into database load,
 # yet a bucket registered a moment later is found quickly.
 NEGATIVE_TTL = 5.0
+_EMPTY_KEY = "registry"
+
+
+class FallbackSource(Protocol):
+    """Buckets served while the registry holds none (e.g. a mounted fence-config.yaml).
+
+    Read-only and in memory: the directory caches what it returns like any registry record.
+    """
+
+    def get(self, name: str) -> BucketRecord | None: ...
+
+    def default_upload(self, owner_project: str | None) -> BucketRecord | None: ...
 
 
 class BucketDirectory:
@@ -21,22 +34,37 @@ class BucketDirectory:
 
     Entries are dropped at once when the registry announces a change (locally, or from another
     replica through PostgreSQL ``NOTIFY``); the TTL is the safety net for lost notifications.
+
+    While the registry holds no bucket at all, lookups fall back to ``fallback`` (if given), and
+    a miss carries ``details: {"registry_empty": true}`` so Fence's client keeps its own YAML
+    path. Whether the registry is empty is cached with the bucket TTL and forgotten on every
+    change; the first registration also drops every snapshot the fallback served.
     """
 
-    def __init__(self, registry: RegistryService, *, ttl: float, max_entries: int) -> None:
+    def __init__(
+        self,
+        registry: RegistryService,
+        *,
+        ttl: float,
+        max_entries: int,
+        fallback: FallbackSource | None = None,
+    ) -> None:
         self.registry = registry
+        self.fallback = fallback
         self.buckets: AsyncCache[str, BucketRecord | None] = AsyncCache(
             "buckets", ttl=ttl, max_entries=max_entries
         )
         self.defaults: AsyncCache[str | None, str | None] = AsyncCache(
             "default_upload", ttl=ttl, max_entries=max_entries
         )
+        self.emptiness: AsyncCache[str, bool] = AsyncCache("registry_empty", ttl=ttl, max_entries=1)
         self._ttl = ttl
+        self._served_fallback = False
 
     async def get(self, name: str) -> BucketRecord:
         record = await self.buckets.get(name, lambda: self._load(name), ttl=self._ttl_for)
         if record is None:
-            raise BucketNotFound(f"bucket {name!r} is not registered")
+            raise await self._not_found(f"bucket {name!r} is not registered")
         return record
 
     async def default_upload(self, owner_project: str | None) -> BucketRecord:
@@ -44,10 +72,18 @@ class BucketDirectory:
         name = await self.defaults.get(
             owner_project, lambda: self.registry.default_upload_bucket(owner_project)
         )
-        if name is None:
-            scope = f"project {owner_project!r}" if owner_project else "this commons"
-            raise BucketNotFound(f"no default upload bucket is registered for {scope}")
-        return await self.get(name)
+        if name is not None:
+            return await self.get(name)
+        if self.fallback is not None and await self.registry_is_empty():
+            record = self.fallback.default_upload(owner_project)
+            if record is not None:
+                self._served_fallback = True
+                return record
+        scope = f"project {owner_project!r}" if owner_project else "this commons"
+        raise await self._not_found(f"no default upload bucket is registered for {scope}")
+
+    async def registry_is_empty(self) -> bool:
+        return await self.emptiness.get(_EMPTY_KEY, self._count_is_zero)
 
     def forget(self, change: BucketChange) -> BucketRecord | None:
         """Drop what a registry change makes stale; returns the snapshot it replaced, if any."""
@@ -55,17 +91,37 @@ class BucketDirectory:
         self.buckets.invalidate(change.name)
         # Any change can move the default-upload flag; the map is small, rebuild it.
         self.defaults.clear()
+        self.emptiness.clear()
+        if self._served_fallback:
+            # The registry may hold its first bucket now: no fallback snapshot may outlive that.
+            self.buckets.clear()
+            self._served_fallback = False
         return previous
 
     def forget_everything(self) -> None:
         self.buckets.clear()
         self.defaults.clear()
+        self.emptiness.clear()
 
     async def _load(self, name: str) -> BucketRecord | None:
         try:
             return await self.registry.load_record(name)
         except BucketNotFound:
+            pass
+        if self.fallback is None or not await self.registry_is_empty():
             return None
+        record = self.fallback.get(name)
+        if record is not None:
+            self._served_fallback = True
+        return record
+
+    async def _not_found(self, message: str) -> BucketNotFound:
+        if await self.registry_is_empty():
+            return BucketNotFound(message, details={"registry_empty": True})
+        return BucketNotFound(message)
+
+    async def _count_is_zero(self) -> bool:
+        return await self.registry.count_buckets() == 0
 
     def _ttl_for(self, record: BucketRecord | None) -> float:
         return self._ttl if record is not None else min(self._ttl, NEGATIVE_TTL)

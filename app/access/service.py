@@ -21,10 +21,10 @@ from app.errors import (
     RegistryError,
 )
 from app.logs import annotate_request
+from app.registry.keys import validate_key
 from app.registry.records import BucketRecord, Op, Provider
-from app.signing.base import PresignedRequest
-from app.signing.keys import validate_key
-from app.signing.service import SigningService
+from app.storage.base import PresignedRequest
+from app.storage.service import StorageService
 
 decisions_log = logging.getLogger("bucket_registry.decisions")
 
@@ -49,13 +49,13 @@ class AccessService:
         self,
         directory: BucketDirectory,
         authorizer: Authorizer,
-        signing: SigningService,
+        storage: StorageService,
         *,
         count: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.directory = directory
         self.authorizer = authorizer
-        self.signing = signing
+        self.storage = storage
         self._count = count
 
     async def authorize(
@@ -131,13 +131,13 @@ class AccessService:
         if user_project is not None and grant.bucket.provider is not Provider.GCP:
             raise InvalidInput("user_project applies to gcp buckets only")
         params = {"userProject": user_project} if user_project else None
-        return await self.signing.presign(
+        return await self.storage.presign(
             grant.bucket, key, op, expires_in, params=params, resumable=resumable
         )
 
     async def multipart_init(self, identity: Identity, bucket: str, key: str) -> str:
         grant = await self.authorize(identity, bucket, key, Op.MULTIPART, action="multipart_init")
-        signer = await self.signing.signer_for(grant.bucket, min_lifetime=1)
+        signer = await self.storage.signer_for(grant.bucket, min_lifetime=1)
         return await signer.create_multipart_upload(key)
 
     async def multipart_presign(
@@ -152,7 +152,7 @@ class AccessService:
         grant = await self.authorize(
             identity, bucket, key, Op.MULTIPART, action="multipart_presign"
         )
-        return await self.signing.presign_upload_part(
+        return await self.storage.presign_upload_part(
             grant.bucket, key, upload_id, part_number, expires_in
         )
 
@@ -167,14 +167,14 @@ class AccessService:
         grant = await self.authorize(
             identity, bucket, key, Op.MULTIPART, action="multipart_complete"
         )
-        signer = await self.signing.signer_for(grant.bucket, min_lifetime=1)
+        signer = await self.storage.signer_for(grant.bucket, min_lifetime=1)
         await signer.complete_multipart_upload(key, upload_id, sorted(parts))
 
     async def multipart_abort(
         self, identity: Identity, bucket: str, key: str, upload_id: str
     ) -> None:
         grant = await self.authorize(identity, bucket, key, Op.MULTIPART, action="multipart_abort")
-        signer = await self.signing.signer_for(grant.bucket, min_lifetime=1)
+        signer = await self.storage.signer_for(grant.bucket, min_lifetime=1)
         await signer.abort_multipart_upload(key, upload_id)
 
     @staticmethod

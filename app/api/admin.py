@@ -12,25 +12,23 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import AdminDep, ServicesDep, actor_for, admin_identity
 from app.api.errors import documented_errors
-from app.errors import InvalidInput
-from app.registry.models import Bucket, BucketAudit, BucketPolicyBinding
-from app.registry.records import BucketStatus, Provider
-from app.registry.schemas import (
+from app.api.schemas import (
     AuditOut,
-    BindingCreate,
     BindingOut,
-    BucketCreate,
     BucketOut,
-    BucketUpdate,
     CreatedBinding,
     CreatedBucket,
     CreatedPrefix,
     Ok,
-    PrefixCreate,
     PrefixOut,
     StatusChanged,
 )
-from app.registry.service import BucketFilter, Page, parse_if_match
+from app.errors import InvalidInput
+from app.registry.models import Bucket, BucketAudit, BucketPolicyBinding
+from app.registry.paging import Page
+from app.registry.records import BucketStatus, Provider
+from app.registry.schemas import BindingCreate, BucketCreate, BucketUpdate, PrefixCreate
+from app.registry.service import BucketFilter
 from app.registry.validation import LABEL_KEY_RE
 
 _ERRORS = documented_errors(
@@ -80,6 +78,19 @@ def binding_out(binding: BucketPolicyBinding, prefix: str | None) -> BindingOut:
 
 def _etag(bucket: Bucket) -> str:
     return f'"{bucket.version}"'
+
+
+def parse_if_match(header: str | None) -> int | None:
+    """The version an ``If-Match`` header asks for (None when absent or ``*``)."""
+    if header is None or header.strip() == "*":
+        return None
+    tag = header.strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    tag = tag.strip('"')
+    if not tag.isdigit():
+        raise InvalidInput('If-Match: expected the ETag returned by GET, such as "3"')
+    return int(tag)
 
 
 def _link_next(request: Request, response: Response, page: Page) -> None:

@@ -5,20 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.access.schemas import (
+from app.api.deps import BEARER_SECURITY, CallerDep
+from app.api.errors import documented_errors
+from app.api.schemas import (
     MultipartAbort,
     MultipartComplete,
     MultipartInit,
     MultipartPartRequest,
     MultipartStarted,
+    Ok,
     PresignedUrl,
     PresignRequest,
 )
-from app.api.deps import BEARER_SECURITY, CallerDep
-from app.api.errors import documented_errors
 from app.registry.records import Op
-from app.registry.schemas import Ok
-from app.signing.base import PresignedRequest
+from app.storage.base import PresignedRequest
 
 _ERRORS = documented_errors(
     {

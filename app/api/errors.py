@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.schemas import ErrorBody
 from app.errors import RegistryError
-from app.registry.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
 

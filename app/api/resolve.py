@@ -6,9 +6,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from app.access.schemas import ResolvedBinding, ResolvedBucket
 from app.api.deps import BEARER_SECURITY, CallerDep
 from app.api.errors import documented_errors
+from app.api.schemas import ResolvedBinding, ResolvedBucket
 from app.errors import BucketSuspended
 from app.registry.records import BucketRecord, Op
 from app.registry.schemas import AllowedOps

@@ -20,18 +20,17 @@ import typer
 from app.config import Settings
 from app.db import Database
 from app.errors import DependencyUnavailable, RegistryError
+from app.fence_config.mapping import DEFAULT_RESOURCE_PATHS
+from app.fence_config.reader import FenceConfigError, load_fence_config
 from app.migration.exporter import collect, render_fence_yaml, render_json
-from app.migration.fence_config import FenceConfigError, load_fence_config
 from app.migration.importer import (
     ImportOptions,
-    ImportRegistry,
     apply_import,
     default_secret_prefix,
     plan_import,
 )
-from app.migration.mapping import DEFAULT_RESOURCE_PATHS
-from app.migration.report import render_summary
-from app.registry.service import Actor
+from app.migration.report import render_plan, render_summary
+from app.registry.service import Actor, RegistryService
 from app.secrets.base import validate_secret_version
 from app.secrets.store import SecretStore
 
@@ -159,7 +158,7 @@ async def run_import(
         return 2
     db = Database(settings)
     store = secrets or SecretStore(settings)
-    registry = ImportRegistry(
+    registry = RegistryService(
         db,
         endpoint_allowlist=settings.endpoint_allowlist,
         check_secret_ref=lambda ref, version: validate_secret_version(store.parse(ref), version),
@@ -174,7 +173,7 @@ async def run_import(
         plan = await plan_import(
             config, registry, store, options=options, write_secrets=request.write_secrets
         )
-        out(plan.render())
+        out(render_plan(plan))
         if request.dry_run or plan.invalid:
             out(render_summary(plan, applied=False))
             if plan.invalid:
@@ -196,7 +195,7 @@ async def run_import(
 async def run_export(settings: Settings, format: ExportFormat) -> str:
     db = Database(settings)
     try:
-        buckets = await collect(ImportRegistry(db))
+        buckets = await collect(RegistryService(db))
     finally:
         await db.dispose()
     if format is ExportFormat.JSON:

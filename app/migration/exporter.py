@@ -21,11 +21,11 @@ from typing import Any
 
 import yaml
 
-from app.migration.fence_config import PUBLIC_CRED
-from app.migration.importer import CurrentBucket, ImportRegistry
-from app.migration.mapping import CRED_LABEL, PUBLIC_LABEL
-from app.registry.records import AuthMode, Op, Provider
-from app.registry.service import SPEC_FIELDS, row_values
+from app.fence_config.mapping import CRED_LABEL, PUBLIC_LABEL
+from app.fence_config.reader import PUBLIC_CRED
+from app.registry.changes import RegisteredBucket
+from app.registry.records import BUCKET_FIELDS, AuthMode, Op, Provider
+from app.registry.service import RegistryService, row_values
 
 FORMATS = ("fence-yaml", "json")
 JSON_FORMAT_VERSION = "bucket-registry/v1"
@@ -45,12 +45,12 @@ class ExportedBucket:
     meta: dict[str, Any]
 
 
-async def collect(registry: ImportRegistry) -> list[ExportedBucket]:
+async def collect(registry: RegistryService) -> list[ExportedBucket]:
     """Every registration with its prefixes and bindings (three queries, whatever the size)."""
     return [_exported(current) for current in (await registry.snapshot()).values()]
 
 
-def _exported(current: CurrentBucket) -> ExportedBucket:
+def _exported(current: RegisteredBucket) -> ExportedBucket:
     row = current.row
     bindings = tuple(
         {
@@ -149,7 +149,7 @@ def _registry_block(bucket: ExportedBucket) -> dict[str, Any]:
         "status": values["status"],
         "labels": dict(values["labels"] or {}),
     }
-    for key in SPEC_FIELDS:
+    for key in BUCKET_FIELDS:
         if key in block or key in _FENCE_LEVEL_FIELDS:
             continue
         value = values[key]

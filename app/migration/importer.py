@@ -22,28 +22,18 @@ Promises:
 
 from __future__ import annotations
 
-import enum
 import re
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from app.config import Settings
 from app.errors import (
-    Conflict,
     DependencyUnavailable,
     InvalidInput,
     RegistryError,
     SecretNotFound,
 )
-from app.migration.fence_config import AwsCredential, FenceBucketConfig
-from app.migration.mapping import (
+from app.fence_config.mapping import (
     OWNED_LABELS,
     PENDING_CREDENTIALS,
     PENDING_LABEL,
@@ -52,16 +42,17 @@ from app.migration.mapping import (
     MappingOptions,
     map_fence_config,
 )
-from app.registry.models import Bucket, BucketPolicyBinding, BucketPrefix, utcnow
-from app.registry.records import BucketStatus
-from app.registry.service import (
-    SPEC_FIELDS,
-    Actor,
-    BucketChange,
-    RegistryService,
-    audit_view,
-    row_values,
+from app.fence_config.reader import AwsCredential, FenceBucketConfig
+from app.migration.plan import (
+    ChangeKind,
+    ImportPlan,
+    PlannedChange,
+    SecretAction,
+    SecretState,
 )
+from app.registry.changes import RegisteredBucket
+from app.registry.records import BUCKET_FIELDS, BucketStatus
+from app.registry.service import Actor, RegistryService, row_values
 from app.secrets.base import AWS_SM, FILE, backend_scheme
 from app.secrets.store import SecretStore
 
@@ -69,96 +60,6 @@ IMPORT_ACTION = "import"
 # Backends that accept writes (``SecretStore.put``); others need the operator to store the keys.
 WRITABLE_SCHEMES = frozenset({AWS_SM, FILE})
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_+=.@-]")
-
-
-class ChangeKind(enum.StrEnum):
-    CREATE = "create"
-    UPDATE = "update"
-    UNCHANGED = "unchanged"
-    SKIP = "skip"
-    INVALID = "invalid"
-
-
-class SecretState(enum.StrEnum):
-    WRITE = "write"  # absent; written by this import
-    PRESENT = "present"  # holds exactly the YAML keys
-    DIFFERS = "differs"  # holds other keys (rotated since?); left alone
-    MISSING = "missing"  # absent, and --write-secrets not given
-    NO_KEYS = "no-keys"  # the YAML entry holds no keys to write
-    UNKNOWN = "unknown"  # the backend could not say
-
-
-@dataclass(slots=True)
-class SecretAction:
-    """Where one ``AWS_CREDENTIALS`` entry's keys live, and what the import does about it."""
-
-    cred_name: str
-    ref: str
-    state: SecretState
-    credential: AwsCredential = field(repr=False)
-
-    @property
-    def available(self) -> bool:
-        return self.state in (SecretState.WRITE, SecretState.PRESENT, SecretState.DIFFERS)
-
-
-@dataclass(slots=True)
-class PlannedChange:
-    kind: ChangeKind
-    name: str
-    source: str
-    row: dict[str, Any] = field(default_factory=dict)
-    diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-    add_prefixes: tuple[str, ...] = ()
-    add_bindings: tuple[BindingSpec, ...] = ()
-    # Bindings the file describes that exist with other operations: (their ops now, the file's).
-    set_bindings: tuple[tuple[frozenset[str], BindingSpec], ...] = ()
-    bucket_id: uuid.UUID | None = None
-    version: int | None = None
-    reason: str | None = None
-    notes: list[str] = field(default_factory=list)
-    secret: SecretAction | None = None
-
-    @property
-    def writes(self) -> bool:
-        return self.kind in (ChangeKind.CREATE, ChangeKind.UPDATE)
-
-    @property
-    def status(self) -> str | None:
-        return self.row.get("status")
-
-
-@dataclass(slots=True)
-class ImportPlan:
-    source: str
-    changes: list[PlannedChange]
-    secrets: list[SecretAction]
-    warnings: list[str]
-    write_secrets: bool
-
-    @property
-    def invalid(self) -> list[PlannedChange]:
-        return [change for change in self.changes if change.kind is ChangeKind.INVALID]
-
-    @property
-    def writes(self) -> list[PlannedChange]:
-        return [change for change in self.changes if change.writes]
-
-    @property
-    def secret_writes(self) -> list[SecretAction]:
-        return [action for action in self.secrets if action.state is SecretState.WRITE]
-
-    @property
-    def is_noop(self) -> bool:
-        return not self.writes and not self.secret_writes
-
-    def count(self, kind: ChangeKind) -> int:
-        return sum(1 for change in self.changes if change.kind is kind)
-
-    def render(self) -> str:
-        from app.migration.report import render_plan
-
-        return render_plan(self)
 
 
 @dataclass(slots=True)
@@ -203,240 +104,12 @@ def secret_ref_for(credential: AwsCredential, prefix: str | None) -> str:
     return f"{prefix}{name}{suffix}"
 
 
-@dataclass(slots=True)
-class CurrentBucket:
-    row: Bucket
-    prefixes: dict[str, uuid.UUID]
-    bindings: list[tuple[str | None, str, frozenset[str]]]
-
-
-class ImportRegistry(RegistryService):
-    """``RegistryService`` plus the two things the importer needs: a whole-registry snapshot
-    and one transaction that applies a plan with ``import`` audit rows."""
-
-    async def snapshot(self, names: Iterable[str] | None = None) -> dict[str, CurrentBucket]:
-        """Buckets (all, or those named) with their prefixes and bindings, in three queries."""
-        query = select(Bucket).order_by(col(Bucket.name))
-        wanted = None if names is None else sorted(set(names))
-        if wanted is not None:
-            query = query.where(col(Bucket.name).in_(wanted))
-        async with self.db.transaction() as session:
-            rows = list((await session.execute(query)).scalars())
-            ids = [row.id for row in rows]
-            prefixes = (
-                (
-                    await session.execute(
-                        select(BucketPrefix).where(col(BucketPrefix.bucket_id).in_(ids))
-                    )
-                )
-                .scalars()
-                .all()
-                if ids
-                else []
-            )
-            bindings = (
-                (
-                    await session.execute(
-                        select(BucketPolicyBinding)
-                        .where(col(BucketPolicyBinding.bucket_id).in_(ids))
-                        .order_by(col(BucketPolicyBinding.created_at), col(BucketPolicyBinding.id))
-                    )
-                )
-                .scalars()
-                .all()
-                if ids
-                else []
-            )
-        by_id = {row.id: CurrentBucket(row, {}, []) for row in rows}
-        prefix_names: dict[uuid.UUID, str] = {}
-        for prefix in prefixes:
-            by_id[prefix.bucket_id].prefixes[prefix.prefix] = prefix.id
-            prefix_names[prefix.id] = prefix.prefix
-        for binding in bindings:
-            ops = frozenset(op for op, on in binding.allowed_ops.items() if on)
-            prefix_name = prefix_names.get(binding.prefix_id) if binding.prefix_id else None
-            by_id[binding.bucket_id].bindings.append((prefix_name, binding.resource_path, ops))
-        return {current.row.name: current for current in by_id.values()}
-
-    async def default_upload_holders(self) -> dict[str | None, str]:
-        """Scope (owner_project, None = global) → the bucket that is its default upload bucket."""
-        query = select(Bucket.name, Bucket.owner_project).where(
-            col(Bucket.is_default_upload).is_(True)
-        )
-        async with self.db.transaction() as session:
-            return {project: name for name, project in (await session.execute(query)).all()}
-
-    def validated(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return self._validated(spec)
-
-    async def apply_import(self, changes: Sequence[PlannedChange], actor: Actor) -> None:
-        """Write every change in one transaction (one ``import`` audit row each)."""
-        # A default upload bucket that moves must leave its old bucket before it lands on the
-        # new one: the unique indexes are checked statement by statement.
-        ordered = sorted(changes, key=_apply_order)
-        announced: list[BucketChange] = []
-        try:
-            async with self.db.transaction() as session:
-                for change in ordered:
-                    if change.kind is ChangeKind.CREATE:
-                        bucket = await self._create(session, change, actor)
-                    elif change.kind is ChangeKind.UPDATE:
-                        bucket = await self._update(session, change, actor)
-                    else:
-                        continue
-                    announced.append(BucketChange(bucket.id, bucket.name, IMPORT_ACTION))
-        except IntegrityError as exc:
-            raise Conflict(
-                f"the import conflicts with the current registry ({_index(exc)} taken"
-                " meanwhile); nothing was written. Plan again."
-            ) from None
-        for announcement in announced:
-            await self._announce(announcement)
-
-    async def _create(self, session: AsyncSession, change: PlannedChange, actor: Actor) -> Bucket:
-        bucket = Bucket(**change.row)
-        session.add(bucket)
-        await session.flush()
-        _before, extra = await self._attach(session, bucket, change, {})
-        await self._record(
-            session,
-            bucket,
-            actor,
-            IMPORT_ACTION,
-            None,
-            {**audit_view(row_values(bucket)), **extra},
-        )
-        return bucket
-
-    async def _update(self, session: AsyncSession, change: PlannedChange, actor: Actor) -> Bucket:
-        bucket = await session.get(Bucket, change.bucket_id)
-        if bucket is None or bucket.version != change.version:
-            raise Conflict(
-                f"bucket {change.name!r} changed since the import was planned; nothing was"
-                " written. Plan again."
-            )
-        changed = {key: after for key, (_before, after) in change.diff.items()}
-        result = await session.execute(
-            sa.update(Bucket)
-            .where(col(Bucket.id) == bucket.id, col(Bucket.version) == change.version)
-            .values(**changed, version=bucket.version + 1, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 0:  # type: ignore[attr-defined]
-            raise Conflict(
-                f"bucket {change.name!r} changed while the import was applied; nothing was"
-                " written. Plan again."
-            )
-        existing = {
-            prefix.prefix: prefix.id
-            for prefix in (
-                await session.execute(
-                    select(BucketPrefix).where(col(BucketPrefix.bucket_id) == bucket.id)
-                )
-            ).scalars()
-        }
-        before_extra, extra = await self._attach(session, bucket, change, existing)
-        await self._record(
-            session,
-            bucket,
-            actor,
-            IMPORT_ACTION,
-            {
-                **audit_view({key: before for key, (before, _after) in change.diff.items()}),
-                **before_extra,
-            },
-            {**audit_view(changed), **extra},
-        )
-        return bucket
-
-    @staticmethod
-    async def _attach(
-        session: AsyncSession,
-        bucket: Bucket,
-        change: PlannedChange,
-        prefix_ids: dict[str, uuid.UUID],
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Add the change's prefixes and bindings, set the operations of the bindings it
-        changes; returns the audit view before and after."""
-        prefix_ids = dict(prefix_ids)
-        for prefix in change.add_prefixes:
-            row = BucketPrefix(bucket_id=bucket.id, prefix=prefix)
-            session.add(row)
-            prefix_ids[prefix] = row.id
-        if change.add_prefixes:
-            # The tables have no ORM relationships, so the flush order is ours to give.
-            await session.flush()
-        for binding in change.add_bindings:
-            session.add(
-                BucketPolicyBinding(
-                    bucket_id=bucket.id,
-                    prefix_id=prefix_ids[binding.prefix] if binding.prefix else None,
-                    resource_path=binding.resource_path,
-                    allowed_ops=binding.allowed_ops,
-                )
-            )
-        for _ops, binding in change.set_bindings:
-            prefix_id = prefix_ids[binding.prefix] if binding.prefix else None
-            await session.execute(
-                sa.update(BucketPolicyBinding)
-                .where(
-                    col(BucketPolicyBinding.bucket_id) == bucket.id,
-                    col(BucketPolicyBinding.resource_path) == binding.resource_path,
-                    col(BucketPolicyBinding.prefix_id).is_(None)
-                    if prefix_id is None
-                    else col(BucketPolicyBinding.prefix_id) == prefix_id,
-                )
-                .values(allowed_ops=binding.allowed_ops)
-                .execution_options(synchronize_session=False)
-            )
-        await session.flush()
-        before: dict[str, Any] = {}
-        after: dict[str, Any] = {}
-        if change.add_prefixes:
-            after["prefixes"] = list(change.add_prefixes)
-        if change.set_bindings:
-            before["bindings"] = [
-                _binding_view(binding, {op: True for op in sorted(ops)})
-                for ops, binding in change.set_bindings
-            ]
-        if change.add_bindings or change.set_bindings:
-            after["bindings"] = [
-                _binding_view(binding, binding.allowed_ops)
-                for binding in [*change.add_bindings, *(b for _, b in change.set_bindings)]
-            ]
-        return before, after
-
-
-def _binding_view(binding: BindingSpec, allowed_ops: Mapping[str, bool]) -> dict[str, Any]:
-    return {
-        "prefix": binding.prefix,
-        "resource_path": binding.resource_path,
-        "allowed_ops": dict(allowed_ops),
-    }
-
-
-def _apply_order(change: PlannedChange) -> int:
-    before_after = change.diff.get("is_default_upload")
-    if before_after is not None and before_after[0] and not before_after[1]:
-        return 0
-    return 1 if change.kind is ChangeKind.UPDATE else 2
-
-
-def _index(exc: IntegrityError) -> str:
-    text = str(exc.orig).lower()
-    if "default_upload" in text or "owner_project" in text:
-        return "default upload bucket"
-    if "name" in text:
-        return "bucket name"
-    return "constraint"
-
-
 # -- planning ---------------------------------------------------------------------------------
 
 
 async def plan_import(
     config: FenceBucketConfig,
-    registry: ImportRegistry,
+    registry: RegistryService,
     secrets: SecretStore,
     *,
     options: ImportOptions,
@@ -541,9 +214,9 @@ async def _secret_state(secrets: SecretStore, ref: str, credential: AwsCredentia
 
 def _plan_one(
     desired: DesiredBucket,
-    existing: CurrentBucket | None,
+    existing: RegisteredBucket | None,
     action: SecretAction | None,
-    registry: ImportRegistry,
+    registry: RegistryService,
     write_secrets: bool,
 ) -> PlannedChange:
     notes: list[str] = []
@@ -567,7 +240,7 @@ def _plan_one(
         if pending and "status" not in desired.managed:
             spec["status"] = BucketStatus.SUSPENDED.value
             spec["labels"] = {**spec["labels"], PENDING_LABEL: PENDING_CREDENTIALS}
-        row = registry.validated(spec)
+        row = registry.validate_spec(spec)
         return PlannedChange(
             ChangeKind.CREATE,
             desired.name,
@@ -592,8 +265,8 @@ def _plan_one(
         after["status"] = BucketStatus.ACTIVE.value
     elif pending:
         notes.append(f"left {before['status']}: the import never suspends a registered bucket")
-    after = registry.validated(after)
-    diff = {key: (before[key], after[key]) for key in SPEC_FIELDS if before[key] != after[key]}
+    after = registry.validate_spec(after)
+    diff = {key: (before[key], after[key]) for key in BUCKET_FIELDS if before[key] != after[key]}
 
     add_prefixes = tuple(p for p in desired.prefixes if p not in existing.prefixes)
     add_bindings: list[BindingSpec] = []
@@ -699,7 +372,7 @@ def _check_defaults(changes: list[PlannedChange], holders: Mapping[str | None, s
 
 
 async def apply_import(
-    plan: ImportPlan, registry: ImportRegistry, secrets: SecretStore, *, actor: Actor
+    plan: ImportPlan, registry: RegistryService, secrets: SecretStore, *, actor: Actor
 ) -> ImportResult:
     """Write the plan: secrets first, then every registration in one transaction."""
     if plan.invalid:
@@ -719,7 +392,9 @@ async def apply_import(
             ) from None
         written.append(action.ref)
     if plan.writes:
-        await registry.apply_import(plan.writes, actor)
+        await registry.apply_batch(
+            [change.as_write() for change in plan.writes], actor, action=IMPORT_ACTION
+        )
     return ImportResult(plan=plan, applied=plan.writes, secrets_written=written)
 
 
@@ -728,7 +403,6 @@ __all__ = [
     "ImportOptions",
     "ImportPlan",
     "ImportRefused",
-    "ImportRegistry",
     "ImportResult",
     "PlannedChange",
     "SecretAction",

@@ -8,13 +8,11 @@ objects do not even expose them to this module except through ``AwsCredential``,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from app.migration.mapping import PENDING_CREDENTIALS, PENDING_LABEL
+from app.fence_config.mapping import PENDING_CREDENTIALS, PENDING_LABEL
+from app.migration.plan import ChangeKind, ImportPlan, PlannedChange
 from app.registry.records import BUCKET_FIELDS
-
-if TYPE_CHECKING:
-    from app.migration.importer import ImportPlan, PlannedChange
 
 _MARKS = {"create": "+", "update": "~", "unchanged": "=", "skip": "-", "invalid": "!"}
 _SHOWN_ON_CREATE = (*(f for f in BUCKET_FIELDS if f not in ("name", "labels")), "labels")
@@ -31,7 +29,6 @@ def _value(value: Any) -> str:
 
 
 def render_plan(plan: ImportPlan) -> str:
-    from app.migration.importer import ChangeKind
 
     counts = ", ".join(
         f"{plan.count(kind)} {label}"

@@ -28,7 +28,7 @@ def asyncpg_dsn(database_url: str) -> str:
     return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-class ChangeListener:
+class NotifyListener:
     def __init__(
         self,
         database_url: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -101,6 +102,33 @@ class BucketRecord:
     requester_pays: bool = False
     service_account: str | None = None
     bindings: tuple[BindingRecord, ...] = field(default=())
+
+    @classmethod
+    def of(
+        cls,
+        values: Mapping[str, Any],
+        *,
+        id: uuid.UUID,
+        version: int,
+        created_at: datetime,
+        updated_at: datetime,
+        bindings: tuple[BindingRecord, ...] = (),
+    ) -> BucketRecord:
+        """The one way a record is built, from a registration's ``BUCKET_FIELDS`` values
+        (a database row or a registration mapped from fence-config.yaml)."""
+        fields: dict[str, Any] = {name: values[name] for name in BUCKET_FIELDS}
+        fields["provider"] = Provider(fields["provider"])
+        fields["auth_mode"] = AuthMode(fields["auth_mode"])
+        fields["status"] = BucketStatus(fields["status"])
+        fields["labels"] = dict(fields["labels"] or {})
+        return cls(
+            id=id,
+            version=version,
+            created_at=created_at,
+            updated_at=updated_at,
+            bindings=bindings,
+            **fields,
+        )
 
     @property
     def is_active(self) -> bool:

@@ -1,10 +1,7 @@
-"""Request and response bodies of the admin and resolve APIs."""
+"""A registration's shapes: what a bucket, a prefix and a binding are made of (the admin API
+takes them as request bodies; the importer validates fence-config entries with them)."""
 
 from __future__ import annotations
-
-import uuid
-from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
@@ -13,12 +10,12 @@ from app.registry.records import AuthMode, BucketStatus, Provider
 _NAME = Field(min_length=1, max_length=255)
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     # Unknown fields are a client mistake worth a 400, not something to drop silently.
     model_config = ConfigDict(extra="forbid")
 
 
-class BucketCreate(_Strict):
+class BucketCreate(StrictModel):
     name: str = _NAME
     provider: Provider
     region: str | None = Field(default=None, max_length=64)
@@ -37,7 +34,7 @@ class BucketCreate(_Strict):
     requester_pays: StrictBool = False
 
 
-class BucketUpdate(_Strict):
+class BucketUpdate(StrictModel):
     """A partial update: fields left out stay as they are; ``null`` clears an optional field."""
 
     provider: Provider | None = None
@@ -56,95 +53,18 @@ class BucketUpdate(_Strict):
     requester_pays: StrictBool | None = None
 
 
-class BucketOut(BaseModel):
-    id: uuid.UUID
-    name: str
-    provider: Provider
-    region: str | None
-    endpoint: str | None
-    auth_mode: AuthMode
-    role_arn: str | None
-    external_id: str | None
-    secret_ref: bool = Field(description="Whether a secret reference is set; never its value.")
-    secret_version: str | None
-    service_account: str | None
-    owner_project: str | None
-    labels: dict[str, str]
-    status: BucketStatus
-    data_upload_allowed: bool
-    is_default_upload: bool
-    requester_pays: bool
-    version: int
-    created_at: datetime
-    updated_at: datetime
-
-
-class PrefixCreate(_Strict):
+class PrefixCreate(StrictModel):
     prefix: str = Field(min_length=1, max_length=1024)
 
 
-class PrefixOut(BaseModel):
-    id: uuid.UUID
-    prefix: str
-    created_at: datetime
-
-
-class AllowedOps(_Strict):
+class AllowedOps(StrictModel):
     read: StrictBool = False
     write: StrictBool = False
     delete: StrictBool = False
     multipart: StrictBool = False
 
 
-class BindingCreate(_Strict):
+class BindingCreate(StrictModel):
     prefix: str | None = Field(default=None, min_length=1, max_length=1024)
     resource_path: str = Field(min_length=1, max_length=1024)
     allowed_ops: AllowedOps
-
-
-class BindingOut(BaseModel):
-    id: uuid.UUID
-    prefix_id: uuid.UUID | None
-    prefix: str | None
-    resource_path: str
-    allowed_ops: AllowedOps
-    created_at: datetime
-
-
-class AuditOut(BaseModel):
-    id: int
-    bucket_id: uuid.UUID | None
-    bucket_name: str
-    actor: str
-    action: str
-    diff: dict[str, Any]
-    request_id: str | None
-    at: datetime
-
-
-class Ok(BaseModel):
-    ok: bool = True
-
-
-class CreatedBucket(Ok):
-    id: uuid.UUID
-    name: str
-
-
-class StatusChanged(Ok):
-    status: BucketStatus
-
-
-class CreatedPrefix(Ok):
-    prefix_id: uuid.UUID
-
-
-class CreatedBinding(Ok):
-    binding_id: uuid.UUID
-
-
-class ErrorBody(BaseModel):
-    ok: bool = False
-    error: str
-    message: str
-    details: Any | None = None

@@ -7,12 +7,10 @@ other replicas hear of it exactly when it commits; local listeners after the com
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,10 +28,12 @@ from app.errors import (
     NotFound,
     PreconditionFailed,
 )
+from app.registry.changes import BindingSpec, BucketWrite, RegisteredBucket
+from app.registry.keys import validate_prefix
 from app.registry.models import Bucket, BucketAudit, BucketPolicyBinding, BucketPrefix, utcnow
+from app.registry.paging import Page, decode_cursor, encode_cursor
 from app.registry.records import (
     BUCKET_FIELDS,
-    AuthMode,
     BindingRecord,
     BucketRecord,
     BucketStatus,
@@ -46,11 +46,8 @@ from app.registry.validation import (
     validate_bucket_spec,
     validate_resource_path,
 )
-from app.signing.keys import validate_prefix
 
 NOTIFY_CHANNEL = "bucket_registry"
-
-SPEC_FIELDS = BUCKET_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +73,6 @@ class BucketFilter:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: Sequence[Any]
-    next_cursor: str | None
-
-
 def _fingerprint(ref: str | None) -> str | None:
     """What the audit trail keeps of a secret reference: that it changed, not where it points."""
     if ref is None:
@@ -90,7 +81,7 @@ def _fingerprint(ref: str | None) -> str | None:
 
 
 def audit_view(values: dict[str, Any]) -> dict[str, Any]:
-    view = {key: values[key] for key in SPEC_FIELDS if key in values}
+    view = {key: values[key] for key in BUCKET_FIELDS if key in values}
     if "secret_ref" in view:
         view["secret_ref"] = _fingerprint(view["secret_ref"])
     for key, value in view.items():
@@ -100,61 +91,18 @@ def audit_view(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def row_values(bucket: Bucket) -> dict[str, Any]:
-    return {key: getattr(bucket, key) for key in SPEC_FIELDS}
-
-
-def encode_cursor(value: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, key: str, kind: type) -> Any:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = json.loads(raw)[key]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise InvalidInput("cursor: not a cursor returned by this API") from None
-    if not isinstance(value, kind):
-        raise InvalidInput("cursor: not a cursor returned by this API")
-    return value
-
-
-def parse_if_match(header: str | None) -> int | None:
-    """The version an ``If-Match`` header asks for (None when absent or ``*``)."""
-    if header is None or header.strip() == "*":
-        return None
-    tag = header.strip()
-    if tag.startswith("W/"):
-        tag = tag[2:]
-    tag = tag.strip('"')
-    if not tag.isdigit():
-        raise InvalidInput('If-Match: expected the ETag returned by GET, such as "3"')
-    return int(tag)
+    return {key: getattr(bucket, key) for key in BUCKET_FIELDS}
 
 
 def to_record(
     bucket: Bucket, bindings: Sequence[tuple[BucketPolicyBinding, str | None]]
 ) -> BucketRecord:
-    return BucketRecord(
+    return BucketRecord.of(
+        row_values(bucket),
         id=bucket.id,
-        name=bucket.name,
-        provider=Provider(bucket.provider),
-        region=bucket.region,
-        endpoint=bucket.endpoint,
-        auth_mode=AuthMode(bucket.auth_mode),
-        role_arn=bucket.role_arn,
-        external_id=bucket.external_id,
-        secret_ref=bucket.secret_ref,
-        secret_version=bucket.secret_version,
-        owner_project=bucket.owner_project,
-        labels=dict(bucket.labels or {}),
-        status=BucketStatus(bucket.status),
-        data_upload_allowed=bucket.data_upload_allowed,
-        is_default_upload=bucket.is_default_upload,
         version=bucket.version,
         created_at=bucket.created_at,
         updated_at=bucket.updated_at,
-        requester_pays=bucket.requester_pays,
-        service_account=bucket.service_account,
         bindings=tuple(
             BindingRecord(
                 id=binding.id,
@@ -170,7 +118,7 @@ def to_record(
 
 
 SecretRefCheck = Callable[[str, str | None], object]
-ChangeListener = Callable[[BucketChange], Awaitable[None] | None]
+ChangeHook = Callable[[BucketChange], Awaitable[None] | None]
 
 
 class RegistryService:
@@ -186,7 +134,7 @@ class RegistryService:
         self.db = db
         self.endpoint_allowlist = list(endpoint_allowlist)
         self._check_secret_ref = check_secret_ref
-        self.listeners: list[ChangeListener] = []
+        self.listeners: list[ChangeHook] = []
         # Tags this replica's notifications, so it can skip its own echo (it has already
         # invalidated locally; a late echo would only evict freshly reloaded entries).
         self.origin = uuid.uuid4().hex
@@ -259,6 +207,59 @@ class RegistryService:
                 (await session.execute(sa.select(sa.func.count()).select_from(Bucket))).scalar_one()
             )
 
+    async def snapshot(self, names: Iterable[str] | None = None) -> dict[str, RegisteredBucket]:
+        """Buckets (all, or those named) with their prefixes and bindings, in three queries."""
+        query = select(Bucket).order_by(col(Bucket.name))
+        wanted = None if names is None else sorted(set(names))
+        if wanted is not None:
+            query = query.where(col(Bucket.name).in_(wanted))
+        async with self.db.transaction() as session:
+            rows = list((await session.execute(query)).scalars())
+            ids = [row.id for row in rows]
+            prefixes: Sequence[BucketPrefix] = []
+            bindings: Sequence[BucketPolicyBinding] = []
+            if ids:
+                prefixes = (
+                    (
+                        await session.execute(
+                            select(BucketPrefix).where(col(BucketPrefix.bucket_id).in_(ids))
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                bindings = (
+                    (
+                        await session.execute(
+                            select(BucketPolicyBinding)
+                            .where(col(BucketPolicyBinding.bucket_id).in_(ids))
+                            .order_by(
+                                col(BucketPolicyBinding.created_at), col(BucketPolicyBinding.id)
+                            )
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+        by_id = {row.id: RegisteredBucket(row, {}, []) for row in rows}
+        prefix_names: dict[uuid.UUID, str] = {}
+        for prefix in prefixes:
+            by_id[prefix.bucket_id].prefixes[prefix.prefix] = prefix.id
+            prefix_names[prefix.id] = prefix.prefix
+        for binding in bindings:
+            ops = frozenset(op for op, on in binding.allowed_ops.items() if on)
+            prefix_name = prefix_names.get(binding.prefix_id) if binding.prefix_id else None
+            by_id[binding.bucket_id].bindings.append((prefix_name, binding.resource_path, ops))
+        return {current.row.name: current for current in by_id.values()}
+
+    async def default_upload_holders(self) -> dict[str | None, str]:
+        """Scope (owner_project, None = global) → the bucket that is its default upload bucket."""
+        query = select(Bucket.name, Bucket.owner_project).where(
+            col(Bucket.is_default_upload).is_(True)
+        )
+        async with self.db.transaction() as session:
+            return {project: name for name, project in (await session.execute(query)).all()}
+
     async def list_prefixes(self, name: str) -> list[BucketPrefix]:
         async with self.db.transaction() as session:
             bucket = await self._get(session, name)
@@ -304,7 +305,7 @@ class RegistryService:
     # ----- mutations ---------------------------------------------------------------------
 
     async def create_bucket(self, data: BucketCreate, actor: Actor) -> Bucket:
-        spec = self._validated(data.model_dump(mode="json"))
+        spec = self.validate_spec(data.model_dump(mode="json"))
         bucket = Bucket(**spec)
         try:
             async with self.db.transaction() as session:
@@ -350,16 +351,11 @@ class RegistryService:
                         )
                     before = row_values(row)
                     changes = compute(row)
-                    merged = self._validated({**before, **changes})
+                    merged = self.validate_spec({**before, **changes})
                     changed = {k: v for k, v in merged.items() if before.get(k) != v}
                     if not changed:
                         return row
-                    result = await session.execute(
-                        sa.update(Bucket)
-                        .where(col(Bucket.id) == row.id, col(Bucket.version) == row.version)
-                        .values(**changed, version=row.version + 1, updated_at=utcnow())
-                    )
-                    if result.rowcount == 0:  # type: ignore[attr-defined]
+                    if not await self._update_row(session, row.id, row.version, changed):
                         if if_match is not None:
                             raise PreconditionFailed(
                                 f"bucket {name!r} changed concurrently; it is no longer at"
@@ -480,9 +476,147 @@ class RegistryService:
             await self._record(session, bucket, actor, "unbind", view, None)
         await self._announce(BucketChange(bucket.id, bucket.name, "unbind"))
 
+    async def apply_batch(
+        self, writes: Sequence[BucketWrite], actor: Actor, *, action: str
+    ) -> list[BucketChange]:
+        """Apply every write in one transaction (one ``action`` audit row each), all or nothing.
+
+        Rows must already be validated (``validate_spec``). A bucket that is no longer at the
+        version its write was planned against fails the whole batch with ``Conflict``.
+        """
+        # A default upload bucket that moves must leave its old bucket before it lands on the
+        # new one: the unique indexes are checked statement by statement.
+        ordered = sorted(writes, key=_batch_order)
+        changes: list[BucketChange] = []
+        try:
+            async with self.db.transaction() as session:
+                for write in ordered:
+                    if write.creates:
+                        bucket = await self._create_in_batch(session, write, actor, action)
+                    else:
+                        bucket = await self._update_in_batch(session, write, actor, action)
+                    changes.append(BucketChange(bucket.id, bucket.name, action))
+        except IntegrityError as exc:
+            taken = {"default_upload": "default upload bucket", "name": "bucket name"}.get(
+                self._violated(exc) or "", "constraint"
+            )
+            raise Conflict(
+                f"the {action} conflicts with the current registry ({taken} taken"
+                " meanwhile); nothing was written. Plan again."
+            ) from None
+        for change in changes:
+            await self._announce(change)
+        return changes
+
+    async def _create_in_batch(
+        self, session: AsyncSession, write: BucketWrite, actor: Actor, action: str
+    ) -> Bucket:
+        bucket = Bucket(**write.row)
+        session.add(bucket)
+        await session.flush()
+        _before, extra = await self._attach(session, bucket, write, {})
+        await self._record(
+            session, bucket, actor, action, None, {**audit_view(row_values(bucket)), **extra}
+        )
+        return bucket
+
+    async def _update_in_batch(
+        self, session: AsyncSession, write: BucketWrite, actor: Actor, action: str
+    ) -> Bucket:
+        bucket = await session.get(Bucket, write.bucket_id)
+        stale = (
+            f"bucket {write.name!r} changed since the {action} was planned; nothing was"
+            " written. Plan again."
+        )
+        if bucket is None or write.version is None or bucket.version != write.version:
+            raise Conflict(stale)
+        changed = {key: after for key, (_before, after) in write.diff.items()}
+        if not await self._update_row(session, bucket.id, write.version, changed):
+            raise Conflict(stale)
+        existing = {
+            prefix.prefix: prefix.id
+            for prefix in (
+                await session.execute(
+                    select(BucketPrefix).where(col(BucketPrefix.bucket_id) == bucket.id)
+                )
+            ).scalars()
+        }
+        before_extra, extra = await self._attach(session, bucket, write, existing)
+        await self._record(
+            session,
+            bucket,
+            actor,
+            action,
+            {
+                **audit_view({key: before for key, (before, _after) in write.diff.items()}),
+                **before_extra,
+            },
+            {**audit_view(changed), **extra},
+        )
+        return bucket
+
+    @staticmethod
+    async def _attach(
+        session: AsyncSession,
+        bucket: Bucket,
+        write: BucketWrite,
+        prefix_ids: dict[str, uuid.UUID],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Add the write's prefixes and bindings, set the operations of the bindings it
+        changes; returns the audit view before and after."""
+        prefix_ids = dict(prefix_ids)
+        for prefix in write.add_prefixes:
+            row = BucketPrefix(bucket_id=bucket.id, prefix=prefix)
+            session.add(row)
+            prefix_ids[prefix] = row.id
+        if write.add_prefixes:
+            # The tables have no ORM relationships, so the flush order is ours to give.
+            await session.flush()
+        for binding in write.add_bindings:
+            session.add(
+                BucketPolicyBinding(
+                    bucket_id=bucket.id,
+                    prefix_id=prefix_ids[binding.prefix] if binding.prefix else None,
+                    resource_path=binding.resource_path,
+                    allowed_ops=binding.allowed_ops,
+                )
+            )
+        for _ops, binding in write.set_bindings:
+            prefix_id = prefix_ids[binding.prefix] if binding.prefix else None
+            await session.execute(
+                sa.update(BucketPolicyBinding)
+                .where(
+                    col(BucketPolicyBinding.bucket_id) == bucket.id,
+                    col(BucketPolicyBinding.resource_path) == binding.resource_path,
+                    col(BucketPolicyBinding.prefix_id).is_(None)
+                    if prefix_id is None
+                    else col(BucketPolicyBinding.prefix_id) == prefix_id,
+                )
+                .values(allowed_ops=binding.allowed_ops)
+                .execution_options(synchronize_session=False)
+            )
+        await session.flush()
+        before: dict[str, Any] = {}
+        after: dict[str, Any] = {}
+        if write.add_prefixes:
+            after["prefixes"] = list(write.add_prefixes)
+        if write.set_bindings:
+            before["bindings"] = [
+                _spec_view(binding, {op: True for op in sorted(ops)})
+                for ops, binding in write.set_bindings
+            ]
+        if write.add_bindings or write.set_bindings:
+            after["bindings"] = [
+                _spec_view(binding, binding.allowed_ops)
+                for binding in [*write.add_bindings, *(b for _, b in write.set_bindings)]
+            ]
+        return before, after
+
     # ----- helpers -----------------------------------------------------------------------
 
-    def _validated(self, spec: dict[str, Any]) -> dict[str, Any]:
+    def validate_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A whole registration checked by every rule (including its secret reference's form),
+        with values normalised; ``InvalidInput`` names the first bad field."""
         spec = validate_bucket_spec(dict(spec), self.endpoint_allowlist)
         if spec.get("secret_ref") and self._check_secret_ref is not None:
             self._check_secret_ref(spec["secret_ref"], spec.get("secret_version"))
@@ -549,12 +683,51 @@ class RegistryService:
                 await result
 
     @staticmethod
-    def _conflict(exc: IntegrityError, spec: dict[str, Any]) -> Exception:
+    async def _update_row(
+        session: AsyncSession, bucket_id: uuid.UUID, version: int, changed: dict[str, Any]
+    ) -> bool:
+        """Apply ``changed`` only if the bucket is still at ``version`` (optimistic concurrency:
+        of two writers that read the same version, one wins); False when it was not."""
+        result = await session.execute(
+            sa.update(Bucket)
+            .where(col(Bucket.id) == bucket_id, col(Bucket.version) == version)
+            .values(**changed, version=version + 1, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _violated(exc: IntegrityError) -> str | None:
+        """Which rule a unique-index violation broke: ``default_upload``, ``name`` or None."""
         # PostgreSQL names the violated index; SQLite names the indexed columns.
         text = str(exc.orig).lower()
         if any(hint in text for hint in ("default_upload", "bucket.owner_project")):
+            return "default_upload"
+        if any(hint in text for hint in ("ix_bucket_name", "bucket.name")):
+            return "name"
+        return None
+
+    @classmethod
+    def _conflict(cls, exc: IntegrityError, spec: dict[str, Any]) -> Exception:
+        violated = cls._violated(exc)
+        if violated == "default_upload":
             scope = spec.get("owner_project") or "the whole commons (no owner_project)"
             return Conflict(f"another bucket is already the default upload bucket for {scope}")
-        if any(hint in text for hint in ("ix_bucket_name", "bucket.name")):
+        if violated == "name":
             return Conflict(f"bucket {spec.get('name')!r} is already registered")
         return Conflict("the change conflicts with the current registry state")
+
+
+def _spec_view(binding: BindingSpec, allowed_ops: dict[str, bool]) -> dict[str, Any]:
+    return {
+        "prefix": binding.prefix,
+        "resource_path": binding.resource_path,
+        "allowed_ops": dict(allowed_ops),
+    }
+
+
+def _batch_order(write: BucketWrite) -> int:
+    before_after = write.diff.get("is_default_upload")
+    if before_after is not None and before_after[0] and not before_after[1]:
+        return 0
+    return 2 if write.creates else 1

@@ -45,7 +45,7 @@ async def test_cold_stampede_costs_one_load_of_each_kind(make_flow, moto, gatewa
         before = (
             services.db.query_count,
             services.secrets.fetch_count,
-            services.signing.sts.assume_count,
+            services.storage.sts.assume_count,
             flow.arborist.call_count,
         )
         body = {"bucket": bucket, "key": "k/v", "op": "read"}
@@ -56,7 +56,7 @@ async def test_cold_stampede_costs_one_load_of_each_kind(make_flow, moto, gatewa
         after = (
             services.db.query_count,
             services.secrets.fetch_count,
-            services.signing.sts.assume_count,
+            services.storage.sts.assume_count,
             flow.arborist.call_count,
         )
         assert [b - a for a, b in zip(before, after, strict=True)] == [

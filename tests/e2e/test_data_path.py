@@ -298,7 +298,7 @@ async def test_role_bucket_uses_sts_session_with_external_id(make_flow, moto, ga
     ]
     assert assumed and assumed[0].role_arn == ROLE_ARN
     assert assumed[0].session_name.startswith("bucket-registry")
-    assert flow.services.signing.sts.assume_count == 1
+    assert flow.services.storage.sts.assume_count == 1
 
     resolved = await flow.call(
         "GET", "/resolve?purpose=upload&owner_project=ABC", headers=flow.user("anyone")
@@ -447,7 +447,7 @@ async def test_warm_presigns_cost_no_database_secret_sts_or_arborist_call(
     before = (
         services.db.query_count,
         services.secrets.fetch_count,
-        services.signing.sts.assume_count,
+        services.storage.sts.assume_count,
         flow.arborist.call_count,
     )
     for i in range(1000):
@@ -455,7 +455,7 @@ async def test_warm_presigns_cost_no_database_secret_sts_or_arborist_call(
     after = (
         services.db.query_count,
         services.secrets.fetch_count,
-        services.signing.sts.assume_count,
+        services.storage.sts.assume_count,
         flow.arborist.call_count,
     )
     assert [b - a for a, b in zip(before, after, strict=True)] == [0, 0, 0, 0]

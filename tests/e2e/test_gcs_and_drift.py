@@ -148,7 +148,7 @@ async def test_gcp_bucket_under_workload_identity_signs_through_iam(
     assert report["checks"]["secret_accessible"]["status"] == "skipped"
 
     google.impersonable.discard(SA_EMAIL)  # the pod may no longer sign as the account
-    flow.services.signing.invalidate_bucket(flow.services.directory.buckets.peek("gen3-gcs-wi").id)
+    flow.services.storage.invalidate_bucket(flow.services.directory.buckets.peek("gen3-gcs-wi").id)
     denied = await flow.presign("submitter", "gen3-gcs-wi", "data/r3.cram", "read")
     assert denied.status_code == 503
     assert "PRIVATE KEY" not in denied.text

@@ -13,8 +13,8 @@ import typer
 from typer.testing import CliRunner
 
 from app.db import migrate
+from app.fence_config.reader import parse_fence_config
 from app.migration.commands import export_command, import_fence_config
-from app.migration.fence_config import parse_fence_config
 from tests.migration.conftest import GCP_SIGNER, KEY_VALUES, secret_json
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)

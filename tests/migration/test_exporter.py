@@ -8,11 +8,10 @@ from typing import Any
 
 from app.config import Settings
 from app.db import Database
+from app.fence_config.reader import parse_fence_config
 from app.migration.commands import ExportFormat, ImportRequest, run_export, run_import
-from app.migration.fence_config import parse_fence_config
-from app.migration.importer import ImportRegistry
 from app.registry.schemas import BindingCreate, BucketCreate
-from app.registry.service import Actor
+from app.registry.service import Actor, RegistryService
 from tests.migration.conftest import GCP_SIGNER, KEY_VALUES, dump_tables
 from tests.support.database import PostgresDatabase
 
@@ -69,7 +68,7 @@ async def add_admin_extras(settings: Settings) -> None:
     """Registrations no Fence file describes: a per-project default, a prefix binding, a
     workload-identity bucket, a pinned secret version."""
     db = Database(settings)
-    registry = ImportRegistry(db)
+    registry = RegistryService(db)
     admin = Actor("admin")
     try:
         await registry.create_bucket(

@@ -10,18 +10,17 @@ import pytest
 
 from app.config import Settings
 from app.db import Database
+from app.fence_config.reader import load_fence_config
 from app.migration.commands import ImportRequest, run_import
-from app.migration.fence_config import load_fence_config
 from app.migration.importer import (
-    ChangeKind,
     ImportOptions,
-    ImportRegistry,
     apply_import,
     default_secret_prefix,
     plan_import,
 )
+from app.migration.plan import ChangeKind
 from app.registry.schemas import BindingCreate, BucketCreate, BucketUpdate
-from app.registry.service import Actor
+from app.registry.service import Actor, RegistryService
 from app.secrets.store import SecretStore
 from tests.migration.conftest import (
     GCP_SIGNER,
@@ -246,7 +245,7 @@ async def test_a_conflict_while_applying_rolls_the_whole_import_back(
     settings = Settings(database_url=pg_url, secrets_backend="aws_sm")
     db = Database(settings)
     secrets = SecretStore(settings)
-    registry = ImportRegistry(db)
+    registry = RegistryService(db)
     try:
         config = load_fence_config(fence_yaml)
         plan = await plan_import(
@@ -280,7 +279,7 @@ async def test_admin_changes_survive_a_reimport(pg_url: str, fence_yaml: Path, a
     settings = Settings(database_url=pg_url, secrets_backend="aws_sm")
     assert (await run(settings, fence_yaml, write_secrets=True))[0] == 0
     db = Database(settings)
-    registry = ImportRegistry(db)
+    registry = RegistryService(db)
     try:
         await registry.update_bucket(
             "commons-data",
@@ -362,7 +361,7 @@ async def test_a_second_default_upload_bucket_is_refused(
     settings = Settings(database_url=pg_url, secrets_backend="aws_sm")
     db = Database(settings)
     try:
-        await ImportRegistry(db).create_bucket(
+        await RegistryService(db).create_bucket(
             BucketCreate(
                 name="existing-default",
                 provider="aws",

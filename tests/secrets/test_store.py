@@ -16,11 +16,11 @@ from kubernetes_asyncio import client
 
 from app.config import Settings
 from app.errors import InvalidInput, SecretNotFound, SecretUnavailable
-from app.secrets import SecretPayload, SecretStore
 from app.secrets.aws_sm import AwsSecretsManagerResolver
-from app.secrets.base import SecretRef
+from app.secrets.base import SecretPayload, SecretRef
 from app.secrets.gcp_sm import GcpSecretManagerResolver
 from app.secrets.k8s import KubernetesSecretResolver
+from app.secrets.store import SecretStore
 from app.secrets.vault import VaultResolver
 from tests.secrets.conftest import FakeClock
 from tests.secrets.stubs import GcpSecretManagerStub, KubernetesStub, VaultStub

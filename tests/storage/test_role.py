@@ -18,9 +18,9 @@ from moto.sts.models import sts_backends
 from app.config import Settings
 from app.errors import DependencyUnavailable
 from app.registry.records import AuthMode, Op, Provider
-from app.signing.service import SigningService
-from app.signing.sts import RoleNotAssumable, role_session_name
-from tests.signing.conftest import ROLE_ARN, DictSecrets, WallClock, make_bucket
+from app.storage.service import StorageService
+from app.storage.sts import RoleNotAssumable, role_session_name
+from tests.storage.conftest import ROLE_ARN, DictSecrets, WallClock, make_bucket
 from tests.support.moto import MotoServer
 from tests.support.net import BackgroundHTTPServer, free_port
 from tests.support.s3_gateway import S3Gateway
@@ -67,7 +67,7 @@ def query(url: str) -> dict[str, str]:
 
 
 async def test_role_bucket_round_trip_signs_with_the_session_keys(
-    service: SigningService, gateway: S3Gateway, moto_s3: Any, role: str
+    service: StorageService, gateway: S3Gateway, moto_s3: Any, role: str
 ) -> None:
     moto_s3.create_bucket(Bucket="data-bucket")
     bucket = role_bucket(gateway)
@@ -91,7 +91,7 @@ async def test_external_id_session_name_and_duration_reach_sts(
     settings: Settings, secrets: DictSecrets, gateway: S3Gateway, role: str, clock: WallClock
 ) -> None:
     settings = settings.model_copy(update={"sts_session_duration": 1800})
-    signing = SigningService(settings, secrets, clock=clock)
+    signing = StorageService(settings, secrets, clock=clock)
     try:
         bucket = role_bucket(gateway, external_id="gen3-ext-42", name="my-data.bucket")
         signer = await signing.signer_for(bucket, min_lifetime=60)
@@ -114,7 +114,7 @@ def test_role_session_names_are_what_sts_accepts() -> None:
 
 
 async def test_one_session_serves_many_urls(
-    service: SigningService, gateway: S3Gateway, role: str
+    service: StorageService, gateway: S3Gateway, role: str
 ) -> None:
     bucket = role_bucket(gateway)
     # A cold start under concurrency still assumes the role once.
@@ -130,7 +130,7 @@ async def test_one_session_serves_many_urls(
 
 
 async def test_session_is_renewed_only_when_it_cannot_cover_the_url(
-    service: SigningService, gateway: S3Gateway, role: str, clock: WallClock
+    service: StorageService, gateway: S3Gateway, role: str, clock: WallClock
 ) -> None:
     bucket = role_bucket(gateway)
     first = await service.presign(bucket, "k", Op.READ, 600)
@@ -153,7 +153,7 @@ async def test_url_never_outlives_a_session_shorter_than_requested(
     moto_s3.create_bucket(Bucket="data-bucket")
     moto_s3.put_object(Bucket="data-bucket", Key="k", Body=b"data")
     settings = settings.model_copy(update={"sts_session_duration": 900})
-    signing = SigningService(settings, secrets)
+    signing = StorageService(settings, secrets)
     try:
         bucket = role_bucket(gateway)
         urls = [await signing.presign(bucket, "k", Op.READ, 3600) for _ in range(20)]
@@ -178,7 +178,7 @@ async def test_unreachable_sts_is_a_dependency_error(
     secrets: DictSecrets, gateway: S3Gateway
 ) -> None:
     settings = Settings(sts_endpoint_url=f"http://127.0.0.1:{free_port()}")
-    signing = SigningService(settings, secrets, max_attempts=2)
+    signing = StorageService(settings, secrets, max_attempts=2)
     try:
         with pytest.raises(DependencyUnavailable) as caught:
             await signing.presign(role_bucket(gateway), "k", Op.READ)
@@ -233,7 +233,7 @@ def sts_stub(request: pytest.FixtureRequest) -> Any:
 async def test_refused_role_is_reported_without_secrets(
     sts_stub: StsStub, secrets: DictSecrets, gateway: S3Gateway
 ) -> None:
-    signing = SigningService(Settings(sts_endpoint_url=sts_stub.url), secrets, max_attempts=3)
+    signing = StorageService(Settings(sts_endpoint_url=sts_stub.url), secrets, max_attempts=3)
     try:
         with pytest.raises(RoleNotAssumable) as caught:
             await signing.presign(role_bucket(gateway, external_id="s3cr3t-ext"), "k", Op.READ)
@@ -253,7 +253,7 @@ async def test_refused_role_is_reported_without_secrets(
 async def test_throttling_is_retried_then_reported(
     sts_stub: StsStub, secrets: DictSecrets, gateway: S3Gateway
 ) -> None:
-    signing = SigningService(Settings(sts_endpoint_url=sts_stub.url), secrets, max_attempts=2)
+    signing = StorageService(Settings(sts_endpoint_url=sts_stub.url), secrets, max_attempts=2)
     try:
         with pytest.raises(DependencyUnavailable) as caught:
             await signing.signer_for(role_bucket(gateway), min_lifetime=60)

@@ -33,20 +33,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.errors import InvalidInput
-from app.migration.fence_config import (
+from app.fence_config.reader import (
     AwsCredential,
     FenceBucketConfig,
     GsBucketEntry,
     S3BucketEntry,
 )
-from app.registry.records import BUCKET_FIELDS, AuthMode, Op, Provider
+from app.registry.changes import BindingSpec
+from app.registry.keys import validate_prefix
+from app.registry.records import BUCKET_FIELDS, AuthMode, Provider
 from app.registry.schemas import BucketCreate
 from app.registry.validation import (
-    validate_allowed_ops,
     validate_bucket_spec,
-    validate_resource_path,
 )
-from app.signing.keys import validate_prefix
 
 SOURCE_LABEL = "gen3.source"
 SOURCE_VALUE = "fence-config"
@@ -67,36 +66,6 @@ _ALWAYS_MANAGED = frozenset(BUCKET_FIELDS) - {"name", "owner_project", "status",
 _CREDENTIAL_FIELDS = ("role_arn", "external_id", "secret_ref", "secret_version", "service_account")
 
 CredentialRef = Callable[[AwsCredential], str]
-
-
-@dataclass(frozen=True, slots=True)
-class BindingSpec:
-    resource_path: str
-    ops: frozenset[str]
-    prefix: str | None = None
-
-    @classmethod
-    def of(
-        cls, resource_path: str, ops: Mapping[str, Any], prefix: str | None = None
-    ) -> BindingSpec:
-        """A validated binding (``InvalidInput`` names the bad field)."""
-        allowed = validate_allowed_ops(ops)
-        return cls(
-            validate_resource_path(resource_path),
-            frozenset(op for op, on in allowed.items() if on),
-            validate_prefix(prefix) if prefix is not None else None,
-        )
-
-    @property
-    def allowed_ops(self) -> dict[str, bool]:
-        return {op.value: op.value in self.ops for op in Op}
-
-    def ops_text(self) -> str:
-        return ",".join(sorted(self.ops))
-
-    def describe(self) -> str:
-        where = self.prefix or "whole bucket"
-        return f"{where} -> {self.resource_path} [{self.ops_text()}]"
 
 
 @dataclass(frozen=True, slots=True)

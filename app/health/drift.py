@@ -11,8 +11,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from app.access.probe import BucketProbe, CheckResult, ProbeReport
 from app.errors import RegistryError
+from app.health.probe import BucketProbe, CheckResult, ProbeReport
 from app.registry.records import BucketStatus
 from app.registry.service import BucketFilter, RegistryService
 

@@ -49,9 +49,9 @@ from tenacity import (
 from app.config import Settings
 from app.errors import DependencyUnavailable, InvalidInput, SecretNotFound
 from app.registry.records import AuthMode, BucketRecord
-from app.signing import gcs_v4
-from app.signing.base import BucketSigner, PresignedRequest, utcnow
-from app.signing.credentials import SecretSource
+from app.storage import gcs_v4
+from app.storage.base import BucketSigner, PresignedRequest, utcnow
+from app.storage.credentials import SecretSource
 
 GCS_ENDPOINT = "https://storage.googleapis.com"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"

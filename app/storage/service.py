@@ -14,19 +14,19 @@ from aiobotocore.session import AioSession
 from app.cache import AsyncCache, CacheStats
 from app.config import Settings
 from app.errors import DependencyUnavailable, InvalidInput
+from app.registry.keys import validate_key
 from app.registry.records import BucketRecord, Op, Provider
-from app.signing.base import (
+from app.storage.base import (
     HTTP_METHOD_FOR_OP,
     BucketSigner,
     PresignedRequest,
     SignerFactory,
     utcnow,
 )
-from app.signing.credentials import SecretSource
-from app.signing.gcs import GcsSignerFactory
-from app.signing.keys import validate_key
-from app.signing.s3 import S3SignerFactory
-from app.signing.sts import StsSessions
+from app.storage.credentials import SecretSource
+from app.storage.gcs import GcsSignerFactory
+from app.storage.s3 import S3SignerFactory
+from app.storage.sts import StsSessions
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,14 @@ SignerKey = tuple[uuid.UUID, tuple[Hashable, ...]]
 
 
 @dataclass(frozen=True, slots=True)
-class SigningStats:
+class StorageStats:
     signers_built: int
     signers_live: int
     assume_count: int
     cache: CacheStats
 
 
-class SigningService:
+class StorageService:
     """Hands out a ``BucketSigner`` per bucket, rebuilt when its credentials change or run short.
 
     Signers are cached per ``(bucket id, credential generation)``: an admin change of the
@@ -117,8 +117,8 @@ class SigningService:
         return self._signers
 
     @property
-    def stats(self) -> SigningStats:
-        return SigningStats(
+    def stats(self) -> StorageStats:
+        return StorageStats(
             signers_built=self._signers_built,
             signers_live=len(self._live),
             assume_count=self.sts.assume_count,

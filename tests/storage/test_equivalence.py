@@ -12,8 +12,8 @@ from botocore.config import Config
 
 from app.config import Settings
 from app.registry.records import AuthMode, Provider
-from app.signing.service import SigningService
-from tests.signing.conftest import STATIC_KEY_ID, STATIC_SECRET, DictSecrets, make_bucket
+from app.storage.service import StorageService
+from tests.storage.conftest import STATIC_KEY_ID, STATIC_SECRET, DictSecrets, make_bucket
 
 FROZEN = datetime(2025, 3, 14, 15, 9, 26, 535897, tzinfo=UTC)
 
@@ -60,8 +60,8 @@ def frozen_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def frozen_service(secrets: DictSecrets) -> AsyncIterator[SigningService]:
-    signing = SigningService(Settings(), secrets, clock=lambda: FROZEN)
+async def frozen_service(secrets: DictSecrets) -> AsyncIterator[StorageService]:
+    signing = StorageService(Settings(), secrets, clock=lambda: FROZEN)
     yield signing
     await signing.aclose()
 
@@ -87,7 +87,7 @@ def reference_client(bucket_fields: dict[str, Any], session_token: str | None = 
 )
 async def test_object_urls_are_byte_identical(
     frozen_botocore: None,
-    frozen_service: SigningService,
+    frozen_service: StorageService,
     bucket_case: str,
     method: str,
     client_method: str,
@@ -107,7 +107,7 @@ async def test_object_urls_are_byte_identical(
 
 @pytest.mark.parametrize("bucket_case", ["aws-us-east-1", "minio"])
 async def test_upload_part_urls_are_byte_identical(
-    frozen_botocore: None, frozen_service: SigningService, bucket_case: str
+    frozen_botocore: None, frozen_service: StorageService, bucket_case: str
 ) -> None:
     fields = BUCKETS[bucket_case]
     signer = await frozen_service.signer_for(make_bucket(**fields), min_lifetime=3600)
@@ -130,7 +130,7 @@ async def test_upload_part_urls_are_byte_identical(
 
 
 async def test_extra_query_parameters_are_signed_like_botocore(
-    frozen_botocore: None, frozen_service: SigningService
+    frozen_botocore: None, frozen_service: StorageService
 ) -> None:
     fields = BUCKETS["aws-us-east-1"]
     signer = await frozen_service.signer_for(make_bucket(**fields), min_lifetime=60)
@@ -161,7 +161,7 @@ async def test_session_token_is_carried_like_botocore(
         },
     )
     fields = {**BUCKETS["aws-us-east-1"], "secret_ref": "file:///secrets/with-token"}
-    signing = SigningService(Settings(), secrets, clock=lambda: FROZEN)
+    signing = StorageService(Settings(), secrets, clock=lambda: FROZEN)
     try:
         signer = await signing.signer_for(make_bucket(**fields), min_lifetime=60)
         ours = signer.presign("k", "GET", 60)
@@ -183,7 +183,7 @@ async def test_aws_buckets_without_endpoint_honour_the_endpoint_variables(
 ) -> None:
     monkeypatch.setenv(variable, "http://127.0.0.1:9555")
     bucket = make_bucket(provider=Provider.AWS, endpoint=None, auth_mode=AuthMode.STATIC)
-    signing = SigningService(Settings(), secrets, clock=lambda: FROZEN)
+    signing = StorageService(Settings(), secrets, clock=lambda: FROZEN)
     try:
         signer = await signing.signer_for(bucket, min_lifetime=60)
         ours = signer.presign("k", "GET", 60)
@@ -196,7 +196,7 @@ async def test_aws_buckets_without_endpoint_honour_the_endpoint_variables(
     assert ours.url == theirs
 
 
-async def test_aws_default_is_virtual_hosted_and_sigv4(frozen_service: SigningService) -> None:
+async def test_aws_default_is_virtual_hosted_and_sigv4(frozen_service: StorageService) -> None:
     signer = await frozen_service.signer_for(make_bucket(provider=Provider.AWS), min_lifetime=60)
     url = signer.presign("k", "GET", 60).url
     assert url.startswith("https://data-bucket.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256")

@@ -7,7 +7,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from app.errors import InvalidInput
-from app.signing.keys import MAX_KEY_BYTES, validate_key, validate_prefix
+from app.registry.keys import MAX_KEY_BYTES, validate_key, validate_prefix
 
 CONTROL = [chr(c) for c in range(0x20)] + ["\x7f"] + [chr(c) for c in range(0x80, 0xA0)]
 # Printable text without '/', for building segments.

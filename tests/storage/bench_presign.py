@@ -1,6 +1,6 @@
 """Microbenchmark: our presign fast path against botocore's ``generate_presigned_url``.
 
-Run from the repository root: ``.venv/bin/python -m tests.signing.bench_presign [N]``.
+Run from the repository root: ``.venv/bin/python -m tests.storage.bench_presign [N]``.
 No network: the bucket uses static keys from an in-memory secret source.
 """
 
@@ -16,8 +16,8 @@ from botocore.config import Config
 
 from app.config import Settings
 from app.registry.records import Op, Provider
-from app.signing.service import SigningService
-from tests.signing.conftest import STATIC_KEY_ID, STATIC_SECRET, DictSecrets, make_bucket
+from app.storage.service import StorageService
+from tests.storage.conftest import STATIC_KEY_ID, STATIC_SECRET, DictSecrets, make_bucket
 
 KEY = "programs/DEV/projects/ABC/sample 0001/reads.bam"
 
@@ -37,7 +37,7 @@ async def main(n: int) -> None:
         "file:///secrets/data-bucket",
         {"access_key_id": STATIC_KEY_ID, "secret_access_key": STATIC_SECRET},
     )
-    service = SigningService(Settings(), secrets)
+    service = StorageService(Settings(), secrets)
     bucket = make_bucket(provider=Provider.AWS, region="us-east-1")
     signer = await service.signer_for(bucket, min_lifetime=3600)
     client = botocore.session.Session().create_client(
@@ -63,7 +63,7 @@ async def main(n: int) -> None:
     await service.aclose()
 
     print(f"S3BucketSigner.presign            {ours:7.1f} µs/call")
-    print(f"SigningService.presign (warm)     {warm:7.1f} µs/call")
+    print(f"StorageService.presign (warm)     {warm:7.1f} µs/call")
     print(f"client.generate_presigned_url     {theirs:7.1f} µs/call")
     print(f"speed-up                          {theirs / ours:7.1f}x")
 

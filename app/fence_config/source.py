@@ -5,12 +5,12 @@ A cluster can point Fence at the registry before anything is imported: with
 from the YAML, read-only; the first registration switches every replica over to the registry
 (through the usual change notifications).
 
-- Records are built with the importer's mapping (``app.migration.mapping``), so switching from
+- Records are built with the importer's mapping (``app.fence_config.mapping``), so switching from
   the fallback to imported registrations changes nothing a caller sees but the ids.
 - Regex keys are served as Fence serves them: an exact key first, then the first key that
   matches the name as ``^key$``.
 - Static keys stay in the YAML, as with Fence: a record's ``secret_ref`` is
-  ``fence-config://<cred name>`` and ``FallbackSecrets`` resolves that scheme from the file, so
+  ``fence-config://<cred name>`` and ``FenceConfigSecrets`` resolves that scheme from the file, so
   the normal signing path works. Such references can never be registered (the secret store
   refuses unknown schemes), so YAML keys cannot leak into registrations.
 - Bindings fail closed: Fence authorizes each file by its indexd ``authz``, which the registry
@@ -28,26 +28,23 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.access.directory import BucketDirectory
-from app.cache import AsyncCache
-from app.errors import BucketNotFound, InvalidInput, SecretNotFound
-from app.migration.fence_config import (
-    AwsCredential,
-    FenceBucketConfig,
-    S3BucketEntry,
-    load_fence_config,
-)
-from app.migration.mapping import (
+from app.errors import InvalidInput, SecretNotFound
+from app.fence_config.mapping import (
     DEFAULT_RESOURCE_PATHS,
     DesiredBucket,
     MappingOptions,
     map_fence_config,
     map_s3_entry,
 )
-from app.registry.records import AuthMode, BindingRecord, BucketRecord, BucketStatus, Op, Provider
-from app.registry.service import BucketChange, RegistryService
+from app.fence_config.reader import (
+    AwsCredential,
+    FenceBucketConfig,
+    S3BucketEntry,
+    load_fence_config,
+)
+from app.registry.records import BindingRecord, BucketRecord, BucketStatus, Op
 from app.secrets.base import SecretPayload
-from app.signing.credentials import SecretSource
+from app.storage.credentials import SecretSource
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +58,7 @@ def fence_config_ref(credential: AwsCredential) -> str:
     return f"{FENCE_CONFIG_SCHEME}://{credential.name}"
 
 
-class FenceConfigFallback:
+class FenceConfigSource:
     """Read-only ``BucketRecord``s from a parsed fence-config.yaml."""
 
     def __init__(
@@ -97,7 +94,7 @@ class FenceConfigFallback:
         *,
         endpoint_allowlist: Sequence[str] = (),
         resource_paths: Sequence[str] = DEFAULT_RESOURCE_PATHS,
-    ) -> FenceConfigFallback:
+    ) -> FenceConfigSource:
         """Parse ``path`` (``FenceConfigError`` if malformed: the service should not start)."""
         return cls(
             load_fence_config(path),
@@ -163,37 +160,22 @@ class FenceConfigFallback:
             )
             for i, binding in enumerate(desired.bindings)
         )
-        return BucketRecord(
+        return BucketRecord.of(
+            {**spec, "labels": {**spec["labels"], FALLBACK_LABEL: "true"}, "status": status},
             id=bucket_id,
-            name=desired.name,
-            provider=Provider(spec["provider"]),
-            region=spec["region"],
-            endpoint=spec["endpoint"],
-            auth_mode=AuthMode(spec["auth_mode"]),
-            role_arn=spec["role_arn"],
-            external_id=spec["external_id"],
-            secret_ref=spec["secret_ref"],
-            secret_version=spec["secret_version"],
-            owner_project=spec["owner_project"],
-            labels={**spec["labels"], FALLBACK_LABEL: "true"},
-            status=status,
-            data_upload_allowed=spec["data_upload_allowed"],
-            is_default_upload=spec["is_default_upload"],
             # Version 0: never a registry version, which start at 1.
             version=0,
             created_at=self.loaded_at,
             updated_at=self.loaded_at,
-            requester_pays=spec["requester_pays"],
-            service_account=spec["service_account"],
             bindings=bindings,
         )
 
 
-class FallbackSecrets:
+class FenceConfigSecrets:
     """A ``SecretSource`` that answers ``fence-config://`` references from the YAML and passes
     every other reference to the secret store."""
 
-    def __init__(self, store: SecretSource, fallback: FenceConfigFallback) -> None:
+    def __init__(self, store: SecretSource, fallback: FenceConfigSource) -> None:
         self._store = store
         self._fallback = fallback
 
@@ -205,78 +187,3 @@ class FallbackSecrets:
     def fresh_for(self, raw_ref: str, version: str | None) -> float | None:
         fresh_for = getattr(self._store, "fresh_for", None)
         return fresh_for(raw_ref, version) if fresh_for is not None else None
-
-
-_EMPTY_KEY = "registry"
-
-
-class FallbackBucketDirectory(BucketDirectory):
-    """A ``BucketDirectory`` that consults the fallback while the registry holds no bucket.
-
-    Whether the registry is empty is cached with the bucket TTL and forgotten on every registry
-    change; the first registration also drops every snapshot the fallback served. A miss while
-    the registry is empty carries ``details: {"registry_empty": true}`` so that Fence's client
-    keeps its YAML path (with or without a fallback file).
-    """
-
-    def __init__(
-        self,
-        registry: RegistryService,
-        fallback: FenceConfigFallback | None,
-        *,
-        ttl: float,
-        max_entries: int,
-    ) -> None:
-        super().__init__(registry, ttl=ttl, max_entries=max_entries)
-        self.fallback = fallback
-        self.emptiness: AsyncCache[str, bool] = AsyncCache("registry_empty", ttl=ttl, max_entries=1)
-        self._served_fallback = False
-
-    async def registry_is_empty(self) -> bool:
-        return await self.emptiness.get(_EMPTY_KEY, self._count_is_zero)
-
-    async def get(self, name: str) -> BucketRecord:
-        try:
-            return await super().get(name)
-        except BucketNotFound as exc:
-            raise await self._not_found(exc) from None
-
-    async def default_upload(self, owner_project: str | None) -> BucketRecord:
-        try:
-            return await super().default_upload(owner_project)
-        except BucketNotFound as exc:
-            if self.fallback is not None and await self.registry_is_empty():
-                record = self.fallback.default_upload(owner_project)
-                if record is not None:
-                    self._served_fallback = True
-                    return record
-            raise await self._not_found(exc) from None
-
-    def forget(self, change: BucketChange) -> BucketRecord | None:
-        previous = super().forget(change)
-        self.emptiness.clear()
-        if self._served_fallback:
-            # The registry may hold its first bucket now: no YAML snapshot may outlive that.
-            self.buckets.clear()
-            self._served_fallback = False
-        return previous
-
-    def forget_everything(self) -> None:
-        super().forget_everything()
-        self.emptiness.clear()
-
-    async def _load(self, name: str) -> BucketRecord | None:
-        record = await super()._load(name)
-        if record is None and self.fallback is not None and await self.registry_is_empty():
-            record = self.fallback.get(name)
-            if record is not None:
-                self._served_fallback = True
-        return record
-
-    async def _not_found(self, exc: BucketNotFound) -> BucketNotFound:
-        if await self.registry_is_empty():
-            return BucketNotFound(exc.message, details={"registry_empty": True})
-        return exc
-
-    async def _count_is_zero(self) -> bool:
-        return await self.registry.count_buckets() == 0

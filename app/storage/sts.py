@@ -19,8 +19,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from app.cache import AsyncCache
 from app.config import Settings
 from app.errors import DependencyUnavailable
-from app.signing.base import as_utc, utcnow
-from app.signing.credentials import SigningCredentials
+from app.storage.base import as_utc, utcnow
+from app.storage.credentials import SigningCredentials
 
 log = logging.getLogger(__name__)
 

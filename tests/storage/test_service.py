@@ -1,4 +1,4 @@
-"""SigningService: which signer a bucket gets, when it changes, and what a URL may live."""
+"""StorageService: which signer a bucket gets, when it changes, and what a URL may live."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ from cryptography.x509.oid import NameOID
 from app.config import Settings
 from app.errors import DependencyUnavailable, InvalidInput, SecretNotFound
 from app.registry.records import AuthMode, BucketStatus, Op, Provider
-from app.signing.base import BucketSigner
-from app.signing.service import SigningService
-from tests.signing.conftest import STATIC_KEY_ID, STATIC_SECRET, DictSecrets, WallClock, make_bucket
+from app.storage.base import BucketSigner
+from app.storage.service import StorageService
+from tests.storage.conftest import STATIC_KEY_ID, STATIC_SECRET, DictSecrets, WallClock, make_bucket
 from tests.support.moto import MotoServer
 from tests.support.net import BackgroundHTTPServer
 from tests.support.s3_gateway import S3Gateway
@@ -48,13 +48,13 @@ def expires_param(url: str) -> int:
 
 
 def test_clamp_expires_in(secrets: DictSecrets) -> None:
-    service = SigningService(Settings(), secrets)
+    service = StorageService(Settings(), secrets)
     assert service.clamp_expires_in(None) == 3600
     assert service.clamp_expires_in(120) == 120
     assert service.clamp_expires_in(10**9) == 3600
     assert service.clamp_expires_in(0) == 1
     assert service.clamp_expires_in(-5) == 1
-    custom = SigningService(
+    custom = StorageService(
         Settings(default_presigned_url_ttl=600, max_presigned_url_ttl=900), secrets
     )
     assert custom.clamp_expires_in(None) == 600
@@ -62,7 +62,7 @@ def test_clamp_expires_in(secrets: DictSecrets) -> None:
 
 
 async def test_presign_applies_default_and_maximum(
-    service: SigningService, gateway: S3Gateway, clock: WallClock
+    service: StorageService, gateway: S3Gateway, clock: WallClock
 ) -> None:
     bucket = gateway_bucket(gateway)
     default = await service.presign(bucket, "k", Op.READ)
@@ -72,7 +72,7 @@ async def test_presign_applies_default_and_maximum(
     assert expires_param(capped.url) == 3600
 
 
-async def test_presign_checks_op_and_key(service: SigningService, gateway: S3Gateway) -> None:
+async def test_presign_checks_op_and_key(service: StorageService, gateway: S3Gateway) -> None:
     bucket = gateway_bucket(gateway)
     with pytest.raises(InvalidInput, match="cannot be presigned"):
         await service.presign(bucket, "k", Op.MULTIPART)
@@ -84,7 +84,7 @@ async def test_presign_checks_op_and_key(service: SigningService, gateway: S3Gat
 
 
 async def test_cold_start_builds_one_signer_for_concurrent_callers(
-    service: SigningService, secrets: DictSecrets, gateway: S3Gateway
+    service: StorageService, secrets: DictSecrets, gateway: S3Gateway
 ) -> None:
     bucket = gateway_bucket(gateway)
     signers = await asyncio.gather(
@@ -97,7 +97,7 @@ async def test_cold_start_builds_one_signer_for_concurrent_callers(
 
 
 async def test_credential_generation_change_yields_a_new_signer(
-    service: SigningService, secrets: DictSecrets, gateway: S3Gateway, moto_s3: Any
+    service: StorageService, secrets: DictSecrets, gateway: S3Gateway, moto_s3: Any
 ) -> None:
     moto_s3.create_bucket(Bucket="data-bucket")
     secrets.put("file:///secrets/data-bucket", ROTATED, version="v2")
@@ -125,7 +125,7 @@ async def test_credential_generation_change_yields_a_new_signer(
 
 
 async def test_invalidate_bucket_forces_a_rebuild(
-    service: SigningService, secrets: DictSecrets, gateway: S3Gateway
+    service: StorageService, secrets: DictSecrets, gateway: S3Gateway
 ) -> None:
     bucket = gateway_bucket(gateway)
     first = await service.signer_for(bucket, min_lifetime=60)
@@ -137,7 +137,7 @@ async def test_invalidate_bucket_forces_a_rebuild(
 
 
 async def test_rotated_static_secret_is_picked_up_after_the_secret_ttl(
-    service: SigningService, secrets: DictSecrets, gateway: S3Gateway, clock: WallClock
+    service: StorageService, secrets: DictSecrets, gateway: S3Gateway, clock: WallClock
 ) -> None:
     bucket = gateway_bucket(gateway)
     first = await service.signer_for(bucket, min_lifetime=60)
@@ -155,7 +155,7 @@ async def test_rotated_static_secret_is_picked_up_after_the_secret_ttl(
 
 
 async def test_incomplete_static_secret_names_what_is_missing(
-    service: SigningService, secrets: DictSecrets, gateway: S3Gateway
+    service: StorageService, secrets: DictSecrets, gateway: S3Gateway
 ) -> None:
     secrets.put("file:///secrets/half", {"access_key_id": "AKIAHALF"})
     bucket = gateway_bucket(gateway, secret_ref="file:///secrets/half")
@@ -167,7 +167,7 @@ async def test_incomplete_static_secret_names_what_is_missing(
 
 
 async def test_gcp_buckets_are_signed_by_the_gcs_signer(
-    service: SigningService, secrets: DictSecrets
+    service: StorageService, secrets: DictSecrets
 ) -> None:
     bucket = make_bucket(provider=Provider.GCP, status=BucketStatus.ACTIVE)
     # The S3-shaped payload is not a service-account key: the GCS signer says what is missing.
@@ -176,7 +176,7 @@ async def test_gcp_buckets_are_signed_by_the_gcs_signer(
         await service.signer_for(bucket, min_lifetime=60)
 
 
-async def test_signer_repr_shows_no_secret(service: SigningService, gateway: S3Gateway) -> None:
+async def test_signer_repr_shows_no_secret(service: StorageService, gateway: S3Gateway) -> None:
     signer = await service.signer_for(gateway_bucket(gateway), min_lifetime=60)
     assert STATIC_SECRET not in repr(signer)
     assert STATIC_SECRET not in repr(getattr(signer, "credentials", None))
@@ -248,7 +248,7 @@ async def test_workload_identity_signs_with_refreshable_credentials_within_their
     moto_s3.put_object(Bucket="data-bucket", Key="k", Body=b"pod identity")
     gateway.add_key("ASIAWORKLOADEXAMPLE", "workload-secret")
     bucket = gateway_bucket(gateway, auth_mode=AuthMode.WORKLOAD_IDENTITY, secret_ref=None)
-    signing = SigningService(settings, secrets)
+    signing = StorageService(settings, secrets)
     try:
         first = await signing.presign(bucket, "k", Op.READ, 3600)
         second = await signing.presign(bucket, "k", Op.READ, 600)
@@ -274,7 +274,7 @@ async def test_workload_identity_from_environment_keys_does_not_expire(
     moto_s3.create_bucket(Bucket="data-bucket")
     gateway.add_key("testing", "testing")  # the test process's AWS_* variables
     bucket = gateway_bucket(gateway, auth_mode=AuthMode.WORKLOAD_IDENTITY, secret_ref=None)
-    signing = SigningService(settings, secrets)
+    signing = StorageService(settings, secrets)
     try:
         signer = await signing.signer_for(bucket, min_lifetime=3600)
         await signer.head_bucket()
@@ -289,7 +289,7 @@ async def test_missing_workload_identity_is_a_dependency_error(
     no_default_credentials: None, settings: Settings, secrets: DictSecrets, gateway: S3Gateway
 ) -> None:
     bucket = gateway_bucket(gateway, auth_mode=AuthMode.WORKLOAD_IDENTITY, secret_ref=None)
-    signing = SigningService(settings, secrets)
+    signing = StorageService(settings, secrets)
     try:
         with pytest.raises(DependencyUnavailable, match="no workload identity"):
             await signing.signer_for(bucket, min_lifetime=60)
@@ -335,7 +335,7 @@ def self_signed_localhost(tmp_path: Path) -> tuple[ssl.SSLContext, str]:
 
 async def test_private_ca_bundle_is_trusted_for_that_bucket_only(
     moto: MotoServer,
-    service: SigningService,
+    service: StorageService,
     secrets: DictSecrets,
     moto_s3: Any,
     tmp_path: Path,
@@ -399,7 +399,7 @@ async def test_a_static_signer_never_outlives_the_cached_secret(
     settings = Settings(secret_cache_ttl=100, secrets_backend="file", file_secrets_dir=tmp_path)
     monotonic = [0.0]
     store = SecretStore(settings, clock=lambda: monotonic[0], rng=lambda: 0.0)
-    service = SigningService(settings, store, clock=clock)
+    service = StorageService(settings, store, clock=clock)
     bucket = gateway_bucket(gateway, secret_ref=f"file://{secret}")
     await store.get(bucket.secret_ref, None)  # read at t=0: fresh for 100 s
     monotonic[0] = 70.0

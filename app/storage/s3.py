@@ -29,9 +29,9 @@ from app.cache import AsyncCache
 from app.config import Settings
 from app.errors import DependencyUnavailable, InvalidInput, SecretNotFound
 from app.registry.records import AuthMode, BucketRecord
-from app.signing.base import BucketSigner, PresignedRequest, as_utc, lifetime_within, utcnow
-from app.signing.credentials import SecretSource, SigningCredentials, static_secret
-from app.signing.sts import StsSessions
+from app.storage.base import BucketSigner, PresignedRequest, as_utc, lifetime_within, utcnow
+from app.storage.credentials import SecretSource, SigningCredentials, static_secret
+from app.storage.sts import StsSessions
 
 log = logging.getLogger(__name__)
 

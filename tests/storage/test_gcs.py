@@ -23,16 +23,16 @@ from google.auth.exceptions import DefaultCredentialsError
 from app.config import Settings
 from app.errors import DependencyUnavailable, InvalidInput, SecretNotFound
 from app.registry.records import AuthMode, BucketRecord, Op, Provider
-from app.signing.base import BucketSigner, PresignedRequest
-from app.signing.gcs import (
+from app.storage.base import BucketSigner, PresignedRequest
+from app.storage.gcs import (
     AsyncSigningRequired,
     GcsBucketSigner,
     GcsSignerFactory,
     GoogleAuthTokens,
     IamSigningDenied,
 )
-from app.signing.service import SigningService
-from tests.signing.conftest import DictSecrets, WallClock, make_bucket
+from app.storage.service import StorageService
+from tests.storage.conftest import DictSecrets, WallClock, make_bucket
 from tests.support.gcp_iam import GoogleApiStub, PodTokens, new_rsa_key, service_account_key_json
 from tests.support.net import free_port
 
@@ -530,7 +530,7 @@ async def test_non_rsa_keys_are_refused(clock: WallClock) -> None:
 async def test_signing_service_signs_static_gcs_buckets(
     factory: GcsSignerFactory, gcs_secrets: DictSecrets, sa_key: rsa.RSAPrivateKey
 ) -> None:
-    service = SigningService(Settings(), gcs_secrets, factories={Provider.GCP: factory})
+    service = StorageService(Settings(), gcs_secrets, factories={Provider.GCP: factory})
     try:
         signed = await service.presign(gcs_bucket(), "a/b c.txt", Op.WRITE, 120)
     finally:

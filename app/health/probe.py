@@ -15,8 +15,8 @@ import httpx
 from app.errors import RegistryError
 from app.registry.records import AuthMode, BucketRecord, Provider
 from app.secrets.store import SecretStore
-from app.signing.base import BucketSigner
-from app.signing.service import SigningService
+from app.storage.base import BucketSigner
+from app.storage.service import StorageService
 
 PROBE_PREFIX = ".bucket-registry-probe/"
 CheckStatus = Literal["pass", "fail", "skipped"]
@@ -53,10 +53,10 @@ def _reason(exc: Exception) -> str:
 
 class BucketProbe:
     def __init__(
-        self, secrets: SecretStore, signing: SigningService, http: httpx.AsyncClient
+        self, secrets: SecretStore, storage: StorageService, http: httpx.AsyncClient
     ) -> None:
         self.secrets = secrets
-        self.signing = signing
+        self.storage = storage
         self.http = http
 
     async def run(self, bucket: BucketRecord, *, write_probe: bool = False) -> ProbeReport:
@@ -75,7 +75,7 @@ class BucketProbe:
 
         if bucket.auth_mode is AuthMode.ROLE and bucket.role_arn:
             try:
-                session = await self.signing.sts.session_for(
+                session = await self.storage.sts.session_for(
                     bucket.role_arn, bucket.external_id, 60, bucket_name=bucket.name
                 )
                 checks["role_assumable"] = CheckResult(
@@ -92,7 +92,7 @@ class BucketProbe:
             return report
 
         try:
-            signer = await self.signing.signer_for(bucket, min_lifetime=60)
+            signer = await self.storage.signer_for(bucket, min_lifetime=60)
         except Exception as exc:
             for name in ("bucket_listable", "presign_test"):
                 checks[name] = CheckResult("fail", _reason(exc))
@@ -115,7 +115,7 @@ class BucketProbe:
     async def _presign_test(self, signer: BucketSigner) -> CheckResult:
         key = PROBE_PREFIX + "presign-" + random_tokens.token_hex(8)
         try:
-            signed = await self.signing.sign_with(signer, key, "HEAD", 60)
+            signed = await self.storage.sign_with(signer, key, "HEAD", 60)
         except RegistryError as exc:
             return CheckResult("fail", exc.message)
         try:
@@ -133,7 +133,7 @@ class BucketProbe:
         # Workload Identity that exercises IAM signBlob); listing above already proved access.
         key = PROBE_PREFIX + "presign-" + random_tokens.token_hex(8)
         try:
-            signed = await self.signing.sign_with(signer, key, "HEAD", 60)
+            signed = await self.storage.sign_with(signer, key, "HEAD", 60)
         except RegistryError as exc:
             return CheckResult("fail", exc.message)
         if "X-Goog-Signature=" not in signed.url:
@@ -145,7 +145,7 @@ class BucketProbe:
         body = random_tokens.token_bytes(64)
         steps = (("PUT", body), ("GET", None), ("DELETE", None))
         for method, content in steps:
-            signed = await self.signing.sign_with(signer, key, method, 60)
+            signed = await self.storage.sign_with(signer, key, method, 60)
             try:
                 response = await self.http.request(
                     method, signed.url, headers=signed.headers, content=content, timeout=10

@@ -81,7 +81,7 @@ class BucketSigner(Protocol):
 
 
 class SignerFactory(Protocol):
-    """Builds signers for the providers it serves; ``SigningService`` caches what it builds."""
+    """Builds signers for the providers it serves; ``StorageService`` caches what it builds."""
 
     async def build(
         self, bucket: BucketRecord, *, min_lifetime: int, previous: BucketSigner | None = None

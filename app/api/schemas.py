@@ -1,26 +1,26 @@
-"""Bodies of the data-path (presign, multipart) and resolve endpoints."""
+"""The HTTP API's bodies: data-path requests, and every response shape.
+
+A registration's own shapes (``BucketCreate``, ``BindingCreate``, ...) live with its tables in
+``app.registry.schemas``; these are what the API adds around them.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from app.registry.records import AuthMode, BucketStatus, Provider
-from app.registry.schemas import AllowedOps
+from app.registry.schemas import AllowedOps, StrictModel
 
 BucketName = Field(min_length=1, max_length=255)
 ObjectKey = Field(min_length=1, max_length=4096, description="Object key (≤ 1024 bytes UTF-8)")
 UploadId = Field(min_length=1, max_length=1024, pattern=r"^[\x21-\x7e]+$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PresignRequest(_Strict):
+class PresignRequest(StrictModel):
     bucket: str = BucketName
     key: str = ObjectKey
     op: Literal["read", "write", "delete"]
@@ -44,7 +44,7 @@ class PresignedUrl(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
-class MultipartInit(_Strict):
+class MultipartInit(StrictModel):
     bucket: str = BucketName
     key: str = ObjectKey
 
@@ -53,7 +53,7 @@ class MultipartStarted(BaseModel):
     upload_id: str
 
 
-class MultipartPartRequest(_Strict):
+class MultipartPartRequest(StrictModel):
     bucket: str = BucketName
     key: str = ObjectKey
     upload_id: str = UploadId
@@ -61,19 +61,19 @@ class MultipartPartRequest(_Strict):
     expires_in: int | None = Field(default=None, ge=1, le=10**9)
 
 
-class Part(_Strict):
+class Part(StrictModel):
     part_number: int = Field(ge=1, le=10_000)
     etag: str = Field(min_length=1, max_length=1024)
 
 
-class MultipartComplete(_Strict):
+class MultipartComplete(StrictModel):
     bucket: str = BucketName
     key: str = ObjectKey
     upload_id: str = UploadId
     parts: list[Part] = Field(min_length=1, max_length=10_000)
 
 
-class MultipartAbort(_Strict):
+class MultipartAbort(StrictModel):
     bucket: str = BucketName
     key: str = ObjectKey
     upload_id: str = UploadId
@@ -102,3 +102,83 @@ class ResolvedBucket(BaseModel):
     labels: dict[str, str]
     version: int
     bindings: list[ResolvedBinding]
+
+
+# -- admin responses ----------------------------------------------------------------------
+
+
+class BucketOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    provider: Provider
+    region: str | None
+    endpoint: str | None
+    auth_mode: AuthMode
+    role_arn: str | None
+    external_id: str | None
+    secret_ref: bool = Field(description="Whether a secret reference is set; never its value.")
+    secret_version: str | None
+    service_account: str | None
+    owner_project: str | None
+    labels: dict[str, str]
+    status: BucketStatus
+    data_upload_allowed: bool
+    is_default_upload: bool
+    requester_pays: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class PrefixOut(BaseModel):
+    id: uuid.UUID
+    prefix: str
+    created_at: datetime
+
+
+class BindingOut(BaseModel):
+    id: uuid.UUID
+    prefix_id: uuid.UUID | None
+    prefix: str | None
+    resource_path: str
+    allowed_ops: AllowedOps
+    created_at: datetime
+
+
+class AuditOut(BaseModel):
+    id: int
+    bucket_id: uuid.UUID | None
+    bucket_name: str
+    actor: str
+    action: str
+    diff: dict[str, Any]
+    request_id: str | None
+    at: datetime
+
+
+class Ok(BaseModel):
+    ok: bool = True
+
+
+class CreatedBucket(Ok):
+    id: uuid.UUID
+    name: str
+
+
+class StatusChanged(Ok):
+    status: BucketStatus
+
+
+class CreatedPrefix(Ok):
+    prefix_id: uuid.UUID
+
+
+class CreatedBinding(Ok):
+    binding_id: uuid.UUID
+
+
+class ErrorBody(BaseModel):
+    ok: bool = False
+    error: str
+    message: str
+    details: Any | None = None

@@ -14,7 +14,7 @@ import pytest
 from app.config import Settings
 from app.errors import SecretNotFound
 from app.registry.records import AuthMode, BucketRecord, BucketStatus, Provider
-from app.signing.service import SigningService
+from app.storage.service import StorageService
 from tests.support.moto import MotoServer
 from tests.support.s3_gateway import S3Gateway
 
@@ -116,7 +116,7 @@ def settings(moto: MotoServer) -> Settings:
 @pytest.fixture
 async def service(
     settings: Settings, secrets: DictSecrets, clock: WallClock
-) -> AsyncIterator[SigningService]:
-    signing = SigningService(settings, secrets, clock=clock, max_attempts=2)
+) -> AsyncIterator[StorageService]:
+    signing = StorageService(settings, secrets, clock=clock, max_attempts=2)
     yield signing
     await signing.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.migration.fence_config import FenceConfigError, parse_fence_config
+from app.fence_config.reader import FenceConfigError, parse_fence_config
 from tests.migration.conftest import FIXTURE, KEY_VALUES
 
 

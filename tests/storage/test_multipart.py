@@ -10,8 +10,8 @@ import pytest
 
 from app.errors import InvalidInput
 from app.registry.records import AuthMode, Op, Provider
-from app.signing.service import SigningService
-from tests.signing.conftest import ROLE_ARN, STATIC_KEY_ID, make_bucket
+from app.storage.service import StorageService
+from tests.storage.conftest import ROLE_ARN, STATIC_KEY_ID, make_bucket
 from tests.support.s3_gateway import S3Gateway
 
 PART_SIZE = 5 * 1024 * 1024
@@ -31,7 +31,7 @@ def bucket_for(gateway: S3Gateway, auth: str) -> Any:
 
 @pytest.mark.parametrize("auth", ["static", "role"])
 async def test_three_part_upload_reads_back_as_the_concatenation(
-    service: SigningService, gateway: S3Gateway, moto_s3: Any, auth: str
+    service: StorageService, gateway: S3Gateway, moto_s3: Any, auth: str
 ) -> None:
     moto_s3.create_bucket(Bucket="data-bucket")
     bucket = bucket_for(gateway, auth)
@@ -62,7 +62,7 @@ async def test_three_part_upload_reads_back_as_the_concatenation(
 
 
 async def test_abort_discards_the_upload(
-    service: SigningService, gateway: S3Gateway, moto_s3: Any
+    service: StorageService, gateway: S3Gateway, moto_s3: Any
 ) -> None:
     moto_s3.create_bucket(Bucket="data-bucket")
     bucket = bucket_for(gateway, "static")
@@ -79,7 +79,7 @@ async def test_abort_discards_the_upload(
         await signer.abort_multipart_upload("a.bin", upload_id)
 
 
-async def test_part_numbers_are_checked(service: SigningService, gateway: S3Gateway) -> None:
+async def test_part_numbers_are_checked(service: StorageService, gateway: S3Gateway) -> None:
     bucket = bucket_for(gateway, "static")
     for bad in (0, 10_001):
         with pytest.raises(InvalidInput, match="part_number"):

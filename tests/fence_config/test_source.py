@@ -10,22 +10,21 @@ import boto3
 import httpx
 import pytest
 
+from app.access.directory import BucketDirectory
 from app.config import Settings
 from app.db import Database
 from app.errors import BucketNotFound, SecretNotFound
-from app.main import create_app
-from app.migration.fallback import (
-    FallbackBucketDirectory,
-    FallbackSecrets,
-    FenceConfigFallback,
+from app.fence_config.reader import parse_fence_config
+from app.fence_config.source import (
+    FenceConfigSecrets,
+    FenceConfigSource,
 )
-from app.migration.fence_config import parse_fence_config
-from app.migration.importer import ImportRegistry
+from app.main import create_app
 from app.registry.records import AuthMode, BucketStatus, Op, Provider
 from app.registry.schemas import BucketCreate
-from app.registry.service import Actor
+from app.registry.service import Actor, RegistryService
 from app.secrets.store import SecretStore
-from app.signing.service import SigningService
+from app.storage.service import StorageService
 from tests.migration.conftest import FIXTURE
 from tests.support.arborist import ArboristStub
 from tests.support.fence import FenceIssuer
@@ -68,9 +67,9 @@ DATA_UPLOAD_BUCKET: yaml-data
 
 
 @pytest.fixture
-def fallback(gateway: S3Gateway) -> FenceConfigFallback:
+def fallback(gateway: S3Gateway) -> FenceConfigSource:
     gateway.add_key(KEY_ID, SECRET)
-    return FenceConfigFallback(
+    return FenceConfigSource(
         parse_fence_config(fallback_yaml(gateway.url)), endpoint_allowlist=["127.0.0.1"]
     )
 
@@ -83,7 +82,7 @@ def s3(moto: MotoServer) -> Any:
     return client
 
 
-def test_records_follow_the_import_mapping(fallback: FenceConfigFallback) -> None:
+def test_records_follow_the_import_mapping(fallback: FenceConfigSource) -> None:
     record = fallback.get("yaml-data")
 
     assert record is not None
@@ -96,12 +95,12 @@ def test_records_follow_the_import_mapping(fallback: FenceConfigFallback) -> Non
     assert binding.allowed_ops == {Op.READ, Op.WRITE, Op.MULTIPART}
     assert fallback.default_upload("ANY") is record
     # Same ids on every replica and restart.
-    again = FenceConfigFallback(fallback.config, endpoint_allowlist=["127.0.0.1"])
+    again = FenceConfigSource(fallback.config, endpoint_allowlist=["127.0.0.1"])
     assert again.get("yaml-data").id == record.id  # type: ignore[union-attr]
 
 
 def test_regex_keys_are_served_per_matching_name_as_fence_does(
-    fallback: FenceConfigFallback,
+    fallback: FenceConfigSource,
 ) -> None:
     record = fallback.get("yaml-run-7")
     assert record is not None and record.name == "yaml-run-7"
@@ -110,7 +109,7 @@ def test_regex_keys_are_served_per_matching_name_as_fence_does(
     assert fallback.get("prefix-yaml-run-7") is None
 
 
-def test_what_cannot_be_served_safely_is_refused(fallback: FenceConfigFallback) -> None:
+def test_what_cannot_be_served_safely_is_refused(fallback: FenceConfigSource) -> None:
     keyless = fallback.get("yaml-keyless")
     assert keyless is not None and keyless.status is BucketStatus.SUSPENDED
     # A private endpoint outside the allow-list is not served at all.
@@ -119,7 +118,7 @@ def test_what_cannot_be_served_safely_is_refused(fallback: FenceConfigFallback) 
 
 
 def test_secrets_come_from_the_file_and_only_for_its_scheme(
-    fallback: FenceConfigFallback,
+    fallback: FenceConfigSource,
 ) -> None:
     payload = fallback.secret("fence-config://gateway")
     assert dict(payload) == {"access_key_id": KEY_ID, "secret_access_key": SECRET}
@@ -130,21 +129,21 @@ def test_secrets_come_from_the_file_and_only_for_its_scheme(
 
 
 def test_the_whole_fixture_loads_as_a_fallback() -> None:
-    fallback = FenceConfigFallback(parse_fence_config(FIXTURE.read_text()))
+    fallback = FenceConfigSource(parse_fence_config(FIXTURE.read_text()))
     assert "commons-data" in fallback.names and "commons-gcs-data" not in fallback.names
     assert fallback.get("commons-sequencing-42") is not None
 
 
 async def test_directory_serves_the_fallback_only_while_the_registry_is_empty(
-    pg_url: str, fallback: FenceConfigFallback, gateway: S3Gateway, s3: Any
+    pg_url: str, fallback: FenceConfigSource, gateway: S3Gateway, s3: Any
 ) -> None:
     settings = Settings(database_url=pg_url, endpoint_allowlist=["127.0.0.1"])
     db = Database(settings)
-    registry = ImportRegistry(db, endpoint_allowlist=["127.0.0.1"])
-    directory = FallbackBucketDirectory(registry, fallback, ttl=60, max_entries=100)
+    registry = RegistryService(db, endpoint_allowlist=["127.0.0.1"])
+    directory = BucketDirectory(registry, ttl=60, max_entries=100, fallback=fallback)
     registry.listeners.append(directory.forget)
     secrets = SecretStore(settings)
-    signing = SigningService(settings, FallbackSecrets(secrets, fallback))
+    signing = StorageService(settings, FenceConfigSecrets(secrets, fallback))
     try:
         record = await directory.get("yaml-data")
         assert (await directory.default_upload("ABC")).name == "yaml-data"
@@ -177,7 +176,7 @@ async def test_directory_serves_the_fallback_only_while_the_registry_is_empty(
 
 async def test_without_a_fallback_an_empty_registry_says_so(pg_url: str) -> None:
     db = Database(Settings(database_url=pg_url))
-    directory = FallbackBucketDirectory(ImportRegistry(db), None, ttl=60, max_entries=10)
+    directory = BucketDirectory(RegistryService(db), ttl=60, max_entries=10)
     try:
         with pytest.raises(BucketNotFound) as missing:
             await directory.get("anything")

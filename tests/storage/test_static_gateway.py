@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from app.registry.records import Op, Provider
-from app.signing.service import SigningService
-from tests.signing.conftest import STATIC_KEY_ID, make_bucket
+from app.storage.service import StorageService
+from tests.storage.conftest import STATIC_KEY_ID, make_bucket
 from tests.support.s3_gateway import S3Gateway
 
 
@@ -19,7 +19,7 @@ def gateway_bucket(gateway: S3Gateway, **overrides: Any) -> Any:
 
 
 async def test_put_then_get_returns_the_same_bytes(
-    service: SigningService, gateway: S3Gateway, moto_s3: Any
+    service: StorageService, gateway: S3Gateway, moto_s3: Any
 ) -> None:
     moto_s3.create_bucket(Bucket="data-bucket")
     bucket = gateway_bucket(gateway)
@@ -40,7 +40,7 @@ async def test_put_then_get_returns_the_same_bytes(
 
 
 async def test_delete_url_removes_the_object(
-    service: SigningService, gateway: S3Gateway, moto_s3: Any
+    service: StorageService, gateway: S3Gateway, moto_s3: Any
 ) -> None:
     moto_s3.create_bucket(Bucket="data-bucket")
     moto_s3.put_object(Bucket="data-bucket", Key="old.txt", Body=b"x")
@@ -52,7 +52,7 @@ async def test_delete_url_removes_the_object(
 
 
 async def test_tampered_signature_is_refused(
-    service: SigningService, gateway: S3Gateway, moto_s3: Any
+    service: StorageService, gateway: S3Gateway, moto_s3: Any
 ) -> None:
     moto_s3.create_bucket(Bucket="data-bucket")
     moto_s3.put_object(Bucket="data-bucket", Key="a.txt", Body=b"secret data")
@@ -70,7 +70,7 @@ async def test_tampered_signature_is_refused(
 
 
 async def test_expired_url_is_refused(
-    service: SigningService, gateway: S3Gateway, moto_s3: Any
+    service: StorageService, gateway: S3Gateway, moto_s3: Any
 ) -> None:
     moto_s3.create_bucket(Bucket="data-bucket")
     moto_s3.put_object(Bucket="data-bucket", Key="a.txt", Body=b"data")
@@ -84,7 +84,7 @@ async def test_expired_url_is_refused(
 
 
 async def test_unknown_key_is_refused(
-    service: SigningService, gateway: S3Gateway, moto_s3: Any
+    service: StorageService, gateway: S3Gateway, moto_s3: Any
 ) -> None:
     moto_s3.create_bucket(Bucket="data-bucket")
     gateway.keyring.clear()
@@ -98,7 +98,7 @@ async def test_unknown_key_is_refused(
 
 
 async def test_head_and_list_use_the_same_credentials(
-    service: SigningService, gateway: S3Gateway, moto_s3: Any
+    service: StorageService, gateway: S3Gateway, moto_s3: Any
 ) -> None:
     moto_s3.create_bucket(Bucket="data-bucket")
     signer = await service.signer_for(gateway_bucket(gateway), min_lifetime=60)
@@ -112,7 +112,7 @@ async def test_head_and_list_use_the_same_credentials(
 
 
 async def test_store_errors_become_dependency_errors(
-    service: SigningService, gateway: S3Gateway
+    service: StorageService, gateway: S3Gateway
 ) -> None:
     from app.errors import DependencyUnavailable
 
