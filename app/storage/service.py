@@ -14,7 +14,6 @@ from aiobotocore.session import AioSession
 from app.cache import AsyncCache, CacheStats
 from app.config import Settings
 from app.errors import DependencyUnavailable, InvalidInput
-from app.registry.keys import validate_key
 from app.registry.records import BucketRecord, Op, Provider
 from app.storage.base import (
     HTTP_METHOD_FOR_OP,
@@ -24,7 +23,7 @@ from app.storage.base import (
     utcnow,
 )
 from app.storage.credentials import SecretSource
-from app.storage.gcs import GcsSignerFactory
+from app.storage.gcs.signer import GcsSignerFactory
 from app.storage.s3 import S3SignerFactory
 from app.storage.sts import StsSessions
 
@@ -163,7 +162,8 @@ class StorageService:
         params: Mapping[str, str] | None = None,
         resumable: bool = False,
     ) -> PresignedRequest:
-        """A URL for ``op`` on ``key``; authorization is the caller's business.
+        """A URL for ``op`` on ``key``; authorization and the key rules are the caller's
+        business (``AccessService`` checks both, once per request).
 
         ``resumable`` signs the POST that starts a GCS resumable upload (write only).
         Requester-pays S3 buckets get ``x-amz-request-payer=requester`` signed in.
@@ -175,7 +175,6 @@ class StorageService:
             if bucket.provider is not Provider.GCP or op is not Op.WRITE:
                 raise InvalidInput("resumable uploads are for write on gcp buckets only")
             method = "POST"
-        validate_key(key)
         lifetime = self.clamp_expires_in(expires_in)
         signer = await self.signer_for(bucket, min_lifetime=lifetime)
         extra = dict(params or {})
@@ -191,7 +190,6 @@ class StorageService:
         part_number: int,
         expires_in: int | None = None,
     ) -> PresignedRequest:
-        validate_key(key)
         lifetime = self.clamp_expires_in(expires_in)
         signer = await self.signer_for(bucket, min_lifetime=lifetime)
         return signer.presign_upload_part(key, upload_id, part_number, lifetime)

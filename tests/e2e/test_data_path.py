@@ -256,6 +256,13 @@ async def test_multipart_upload_of_three_parts(static_flow: Flow) -> None:
         headers=user,
     )
     assert bad_part.status_code == 400
+    bad_key = await flow.call(
+        "POST",
+        "/multipart/presign",
+        json={**target, "key": "/incoming/genome.cram", "upload_id": upload_id, "part_number": 1},
+        headers=user,
+    )
+    assert bad_key.status_code == 400 and "key must not start" in bad_key.json()["message"]
 
 
 async def test_multipart_needs_the_multipart_op(make_flow, moto, gateway) -> None:

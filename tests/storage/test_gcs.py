@@ -24,13 +24,10 @@ from app.config import Settings
 from app.errors import DependencyUnavailable, InvalidInput, SecretNotFound
 from app.registry.records import AuthMode, BucketRecord, Op, Provider
 from app.storage.base import BucketSigner, PresignedRequest
-from app.storage.gcs import (
-    AsyncSigningRequired,
-    GcsBucketSigner,
-    GcsSignerFactory,
-    GoogleAuthTokens,
-    IamSigningDenied,
-)
+from app.storage.gcs.apis import IamSigningDenied
+from app.storage.gcs.identity import GoogleAuthTokens
+from app.storage.gcs.keys import AsyncSigningRequired
+from app.storage.gcs.signer import GcsBucketSigner, GcsSignerFactory
 from app.storage.service import StorageService
 from tests.storage.conftest import DictSecrets, WallClock, make_bucket
 from tests.support.gcp_iam import GoogleApiStub, PodTokens, new_rsa_key, service_account_key_json
