@@ -1,4 +1,4 @@
-"""Presigned URLs and the few storage calls behind them (SPEC §7).
+"""Presigned URLs and the few storage calls behind them (docs/signing.md).
 
 The API layer uses ``SigningService``; everything else here is how it does its job.
 """
