@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     # Comma-separated in the environment (or a JSON list); see validate_endpoint.
     endpoint_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    # Secrets backends (SPEC §6). AWS endpoints come from the standard AWS_* variables.
+    # Secrets backends (docs/secrets.md). AWS endpoints come from the standard AWS_* variables.
     vault_addr: str = "http://vault:8200"
     vault_role: str = "bucket-registry"
     vault_auth_mount: str = "kubernetes"
@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     gcp_iam_credentials_endpoint: str = "https://iamcredentials.googleapis.com"
     file_secrets_dir: Path | None = None
 
-    # Signing (SPEC §7).
+    # Signing (docs/signing.md).
     sts_session_duration: int = Field(default=3600, ge=900, le=43200)
     sts_refresh_margin: int = Field(default=300, ge=0)
     sts_endpoint_url: str | None = None

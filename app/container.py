@@ -93,7 +93,8 @@ class Services:
                 secrets.parse(ref), version
             ),
         )
-        # Served only while the registry holds no bucket (SPEC §8); a malformed file stops startup.
+        # Served only while the registry holds no bucket (docs/migration.md); a malformed file
+        # stops startup.
         fallback = (
             FenceConfigSource.load(
                 settings.fence_config, endpoint_allowlist=settings.endpoint_allowlist

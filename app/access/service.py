@@ -1,4 +1,4 @@
-"""The data path: who may presign what (SPEC §5), and the signing calls behind it.
+"""The data path: who may presign what (docs/authorization.md), and the signing calls behind it.
 
 Each decision is logged as one structured line (user, bucket, key, op, allowed or denied and
 why, request id) — the commons' centralized access audit. Credentials never appear in it.

@@ -1,4 +1,4 @@
-"""Data path (SPEC §4): presigned URLs and multipart uploads, with the end user's token."""
+"""Data path (docs/api.md): presigned URLs and multipart uploads, with the end user's token."""
 
 from __future__ import annotations
 

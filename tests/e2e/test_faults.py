@@ -1,5 +1,5 @@
 """Dependency outages through real processes on 127.0.0.1: the service degrades safely and
-recovers on its own (SPEC §10)."""
+recovers on its own (docs/targets.md)."""
 
 from __future__ import annotations
 
