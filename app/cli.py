@@ -13,7 +13,7 @@ from app.migration.commands import export_command, import_fence_config
 
 if TYPE_CHECKING:
     from app.dev import DevMode
-    from app.dev.store import EmbeddedStore
+    from app.dev_store import EmbeddedStore
 
 cli = typer.Typer(
     help="Gen3 Bucket Registry: buckets as data, credentials in secrets managers.",
@@ -105,7 +105,7 @@ def serve(
 
 
 def _start_dev_store(settings: Settings, mode: DevMode, port: int | None) -> EmbeddedStore:
-    from app.dev.store import DEFAULT_STORE_PORT, StorePortInUse, start_demo
+    from app.dev_store import DEFAULT_STORE_PORT, StorePortInUse, start_demo
 
     try:
         return start_demo(settings, mode, DEFAULT_STORE_PORT if port is None else port)
@@ -115,7 +115,7 @@ def _start_dev_store(settings: Settings, mode: DevMode, port: int | None) -> Emb
 
 
 def _dev_banner(settings: Settings, mode: DevMode, host: str, port: int, store_url: str) -> None:
-    from app.dev.store import DEMO_BUCKET, DEMO_PREFIX, DEMO_RESOURCE
+    from app.dev_store import DEMO_BUCKET, DEMO_PREFIX, DEMO_RESOURCE
 
     typer.secho(
         "\n  LOCAL DEVELOPMENT MODE — not for production.\n"

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.dev.store import DEFAULT_STORE_PORT, DEMO_BUCKET
+from app.dev_store import DEFAULT_STORE_PORT, DEMO_BUCKET
 from tests.support.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -322,7 +322,7 @@ def test_the_service_without_dev_mode_never_imports_moto() -> None:
         "import app.cli, app.main, app.container\n"
         "from app.config import Settings\n"
         "app.main.create_app(Settings(database_url='sqlite+aiosqlite:///:memory:'))\n"
-        "loaded = [m for m in sys.modules if m.split('.')[0] == 'moto' or m == 'app.dev.store']\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] == 'moto' or m == 'app.dev_store']\n"
         "print(sorted(loaded))\n"
     )
     done = subprocess.run(
