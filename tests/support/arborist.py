@@ -14,7 +14,8 @@ answering as Arborist's own handler does (uc-cdis/arborist ``handleAuthRequest``
 * several requests: the first denial answers false, later requests are not even looked at.
 
 Faults can be switched on: down (connection refused), ``fail_with`` (that status, Arborist's
-error body), ``answer_with`` (any status and body), ``jwks_broken`` (Arborist cannot fetch its
+error body), ``answer_with`` (any status and JSON body), ``answer_raw`` (any status and
+bytes, e.g. a proxy's HTML page), ``jwks_broken`` (Arborist cannot fetch its
 own keys: every token → 401) and ``delay``.
 """
 
@@ -90,6 +91,14 @@ class _Handler(JsonHandler):
             status, answer = _error(400, f"could not parse auth request from JSON: {exc}")
         else:
             status, answer = stub.judge(request)
+        if stub.answer_raw is not None:
+            status, raw = stub.answer_raw
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+            return
         if stub.answer_with is not None:
             status, answer = stub.answer_with
         self.send_json(status, answer)
@@ -118,6 +127,7 @@ class ArboristStub:
         self.delay = 0.0
         self.fail_with: int | None = None
         self.answer_with: tuple[int, Any] | None = None
+        self.answer_raw: tuple[int, bytes] | None = None
         self.jwks_broken = False
         self.requests: list[dict[str, Any]] = []
         self.policies: list[dict[str, Any]] = [ADMIN_POLICY]
