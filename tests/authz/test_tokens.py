@@ -175,7 +175,15 @@ async def test_malformed_kid_headers_are_401(fence, http, kid) -> None:
 
 async def test_a_missing_kid_is_accepted_only_from_a_one_key_set(fence, http) -> None:
     token = _hand_signed(fence, {"alg": "RS256", "typ": "JWT"})
-    assert (await verifier(fence, http).verify(token)).username is None
+    published = dict(fence.published)
+    try:
+        fence.published = {fence.kid: fence.key}
+        assert (await verifier(fence, http).verify(token)).username is None
+        fence.published = {**published, "spare": FORGER}
+        with pytest.raises(Unauthenticated, match="unknown key"):
+            await verifier(fence, http).verify(token)
+    finally:
+        fence.published = published
 
 
 @pytest.mark.parametrize(
