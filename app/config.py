@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -36,6 +36,19 @@ class Settings(BaseSettings):
     admin_resource: str = "/services/bucket-registry"
     admin_service: str = "bucket-registry"
     admin_method: str = "bucket_admin"
+    # Scopes a user's token must carry (comma-separated in the environment), checked before
+    # Arborist is asked. Arborist itself refuses tokens without ``openid``.
+    data_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["openid", "data"])
+    admin_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["openid"])
+    # When set, must be one of the ``aud`` values of user tokens; unset = not checked.
+    token_audience: str | None = None
+
+    # Trusted services (Fence) authenticating with their own tokens, e.g. Kubernetes projected
+    # ServiceAccount tokens: issuer + JWKS, the audience they must name, and the subjects trusted.
+    service_token_issuer: str | None = None
+    service_token_jwks_url: str | None = None
+    service_token_audience: str = "bucket-registry"  # noqa: S105 - an audience, not a secret
+    trusted_callers: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     secrets_backend: str = "aws_sm"
     bucket_cache_ttl: float = Field(default=60.0, ge=0)
@@ -76,7 +89,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
-    @field_validator("endpoint_allowlist", mode="before")
+    @field_validator(
+        "endpoint_allowlist", "data_scopes", "admin_scopes", "trusted_callers", mode="before"
+    )
     @classmethod
     def _split_allowlist(cls, value: Any) -> Any:
         # Accept a comma-separated string from the environment as well as a JSON/YAML list.
@@ -86,6 +101,16 @@ class Settings(BaseSettings):
                 return yaml.safe_load(stripped)
             return [item.strip() for item in stripped.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _service_tokens_complete(self) -> Settings:
+        if bool(self.service_token_issuer) != bool(self.service_token_jwks_url):
+            raise ValueError("service_token_issuer and service_token_jwks_url must be set together")
+        if self.service_token_issuer and self.service_token_issuer.rstrip(
+            "/"
+        ) == self.user_api.rstrip("/"):
+            raise ValueError("service_token_issuer must differ from user_api (Fence's issuer)")
+        return self
 
     @classmethod
     def settings_customise_sources(
