@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     service_token_jwks_url: str | None = None
     service_token_audience: str = "bucket-registry"  # noqa: S105 - an audience, not a secret
     trusted_callers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Fence's legacy rules (acl-only records; blank records uploaded by the user) arrive with
+    # no authz to check; off, trusted callers must always send the record's authz.
+    legacy_authz_enabled: bool = True
 
     secrets_backend: str = "aws_sm"
     bucket_cache_ttl: float = Field(default=60.0, ge=0)

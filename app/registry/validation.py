@@ -250,6 +250,13 @@ def validate_resource_path(path: str, *, field: str = "resource_path") -> str:
     return path
 
 
+def validate_binding_path(path: str) -> str:
+    """A binding's resource path: one Arborist can grant on, or ``/`` alone — the root binding,
+    which serves every resource to trusted callers (it never grants a direct user, since
+    Arborist holds no resource at ``/``)."""
+    return path if path == "/" else validate_resource_path(path)
+
+
 def validate_allowed_ops(ops: Mapping[str, Any]) -> dict[str, bool]:
     known = {op.value for op in Op}
     unknown = sorted(set(ops) - known)

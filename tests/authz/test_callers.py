@@ -216,10 +216,10 @@ async def test_the_trusted_caller_dependency_over_http(trusted_app, issuer, clus
         "/probe/caller", headers=bearer(issuer.token("alice", scopes=["openid"]))
     )
     assert no_data.status_code == 401 and "'data'" in no_data.text
-    # The data path itself still takes users only.
+    # On the data path a trusted caller must say whom it acts for.
     presign = await trusted_app.post(
         "/presign",
         json={"bucket": "b", "key": "k", "op": "read"},
         headers=bearer(cluster.token()),
     )
-    assert presign.status_code == 401 and "not a service token" in presign.text
+    assert presign.status_code == 400 and "on_behalf_of: required" in presign.text

@@ -55,6 +55,10 @@ ROLES = [
             {"id": "d", "action": {"service": "fence", "method": "delete"}},
         ],
     },
+    {
+        "id": "uploader",
+        "permissions": [{"id": "u", "action": {"service": "fence", "method": "file_upload"}}],
+    },
     {"id": "everything", "permissions": [{"id": "all", "action": {"service": "*", "method": "*"}}]},
 ]
 _USER_FIELDS = {"token", "user_id", "policies", "scope"}
