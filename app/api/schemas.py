@@ -99,6 +99,7 @@ class ResolvedBucket(BaseModel):
     data_upload_allowed: bool
     is_default_upload: bool
     requester_pays: bool
+    public: bool
     labels: dict[str, str]
     version: int
     bindings: list[ResolvedBinding]
@@ -125,6 +126,7 @@ class BucketOut(BaseModel):
     data_upload_allowed: bool
     is_default_upload: bool
     requester_pays: bool
+    public: bool
     version: int
     created_at: datetime
     updated_at: datetime

@@ -204,6 +204,9 @@ def validate_labels(labels: Mapping[str, Any]) -> dict[str, str]:
 
 
 def validate_resource_path(path: str) -> str:
+    if path == "/":
+        # Arborist's root: a guardrail binding for buckets Fence let any record point into.
+        return path
     if not RESOURCE_PATH_RE.match(path) or "//" in path or len(path) > 1024:
         raise InvalidInput(
             "resource_path: must be an Arborist path such as /programs/DEV/projects/ABC"
