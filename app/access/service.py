@@ -7,8 +7,8 @@ why, request id) — the commons' centralized access audit. Credentials never ap
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from app.access.directory import BucketDirectory
 from app.authz.arborist import Authorizer
@@ -21,7 +21,7 @@ from app.errors import (
     RegistryError,
 )
 from app.logs import annotate_request
-from app.registry.keys import validate_key
+from app.registry.keys import validate_key, validate_prefix
 from app.registry.records import BucketRecord, Op, Provider
 from app.storage.base import PresignedRequest
 from app.storage.service import StorageService
@@ -44,6 +44,45 @@ class Grant:
     resource_path: str
 
 
+@dataclass(frozen=True, slots=True)
+class PresignItem:
+    """One presign request, whatever carried it (``POST /presign`` or an item of a batch)."""
+
+    bucket: str
+    key: str
+    op: Op
+    expires_in: int | None = None
+    user_project: str | None = None
+    resumable: bool = False
+    unsigned: bool = False
+
+
+@dataclass(slots=True)
+class AuthorizationMemo:
+    """Arborist's answers within one batch: each (principal, method, resource) is asked once.
+
+    The principal is part of the key, so one memo stays correct when a batch carries requests
+    on behalf of several users. An outage is remembered too: the rest of the batch fails fast.
+    """
+
+    answers: dict[tuple[str, str, str], bool | DependencyUnavailable] = field(default_factory=dict)
+
+    async def ask(
+        self, authorizer: Authorizer, identity: Identity, method: str, resource: str
+    ) -> bool:
+        question = (identity.token_hash, method, resource)
+        answer = self.answers.get(question)
+        if answer is None:
+            try:
+                answer = await authorizer.authorize(identity, FENCE_SERVICE, method, resource)
+            except DependencyUnavailable as exc:
+                answer = exc
+            self.answers[question] = answer
+        if isinstance(answer, DependencyUnavailable):
+            raise answer
+        return answer
+
+
 class AccessService:
     def __init__(
         self,
@@ -59,18 +98,31 @@ class AccessService:
         self._count = count
 
     async def authorize(
-        self, identity: Identity, bucket_name: str, key: str, op: Op, *, action: str
+        self,
+        identity: Identity,
+        bucket_name: str,
+        key: str,
+        op: Op,
+        *,
+        action: str,
+        memo: AuthorizationMemo | None = None,
+        is_prefix: bool = False,
     ) -> Grant:
         """The bucket and the resource path that grants ``op`` on ``key``, or an error.
 
-        Fails closed: no matching binding, a suspended bucket, a denial, or an Arborist that
-        cannot answer all refuse. Every outcome is logged.
+        The one per-request decision every data-path endpoint (single, batch, delete) goes
+        through. Fails closed: no matching binding, a suspended bucket, an upload to a bucket
+        that takes none, a denial, or an Arborist that cannot answer all refuse. Every outcome
+        is logged. ``is_prefix``: ``key`` is a prefix (ending in ``/``) covering many keys.
         """
         bucket: BucketRecord | None = None
         try:
-            validate_key(key)
+            if is_prefix:
+                validate_prefix(key)
+            else:
+                validate_key(key)
             bucket = await self.directory.get(bucket_name)
-            grant = await self._decide(identity, bucket, key, op)
+            grant = await self._decide(identity, bucket, key, op, memo or AuthorizationMemo())
         except RegistryError as exc:
             self._log(identity, bucket_name, key, op, action, allowed=False, reason=exc.message)
             if self._count is not None:
@@ -90,9 +142,19 @@ class AccessService:
         )
         return grant
 
-    async def _decide(self, identity: Identity, bucket: BucketRecord, key: str, op: Op) -> Grant:
+    async def _decide(
+        self,
+        identity: Identity,
+        bucket: BucketRecord,
+        key: str,
+        op: Op,
+        memo: AuthorizationMemo,
+    ) -> Grant:
         if not bucket.is_active:
             raise BucketSuspended(f"bucket {bucket.name!r} is suspended")
+        if op in (Op.WRITE, Op.MULTIPART) and not bucket.data_upload_allowed:
+            # As Fence's ALLOWED_DATA_UPLOAD_BUCKETS: the bucket's own switch, above bindings.
+            raise AccessDenied(f"bucket {bucket.name!r} does not accept uploads")
         bindings = bucket.bindings_for(key, op)
         if not bindings:
             raise AccessDenied(f"no binding on bucket {bucket.name!r} allows {op} on this key")
@@ -104,9 +166,7 @@ class AccessService:
                 continue
             seen.add(binding.resource_path)
             try:
-                if await self.authorizer.authorize(
-                    identity, FENCE_SERVICE, method, binding.resource_path
-                ):
+                if await memo.ask(self.authorizer, identity, method, binding.resource_path):
                     return Grant(bucket, binding.resource_path)
             except DependencyUnavailable as exc:
                 outage = exc
@@ -126,14 +186,104 @@ class AccessService:
         *,
         user_project: str | None = None,
         resumable: bool = False,
+        unsigned: bool = False,
+        audit: Mapping[str, str] | None = None,
+        memo: AuthorizationMemo | None = None,
     ) -> PresignedRequest:
-        grant = await self.authorize(identity, bucket, key, op, action="presign")
-        if user_project is not None and grant.bucket.provider is not Provider.GCP:
+        """A URL for ``op`` on ``key`` once ``identity`` is authorized.
+
+        ``unsigned`` asks for the plain URL of a public object (read only). A read from a
+        public bucket that names no signing identity (imported from ``cred: '*'``) is always
+        answered unsigned: there is nothing to sign with, and guessing a region would sign
+        for the wrong one. ``audit`` is signed into S3 GET URLs (trusted callers only).
+        """
+        if unsigned and op is not Op.READ:
+            raise InvalidInput("unsigned URLs are for read only")
+        grant = await self.authorize(identity, bucket, key, op, action="presign", memo=memo)
+        record = grant.bucket
+        if user_project is not None and record.provider is not Provider.GCP:
             raise InvalidInput("user_project applies to gcp buckets only")
+        keyless_public = op is Op.READ and record.public and not record.has_signing_identity
+        if unsigned or keyless_public:
+            if user_project is not None:
+                raise InvalidInput("user_project needs a signed URL; omit unsigned")
+            if not self.may_read_unsigned(grant):
+                raise AccessDenied(
+                    f"bucket {record.name!r} is not public: unsigned URLs are refused"
+                )
+            return self.storage.unsigned(record, key)
         params = {"userProject": user_project} if user_project else None
         return await self.storage.presign(
-            grant.bucket, key, op, expires_in, params=params, resumable=resumable
+            record, key, op, expires_in, params=params, resumable=resumable, audit=audit
         )
+
+    @staticmethod
+    def may_read_unsigned(grant: Grant) -> bool:
+        """Whether an unsigned URL may be handed out for ``grant``: the bucket is public.
+
+        The hook for trusted callers: when the record's ``authz`` is granted to anonymous
+        users by Arborist's anonymous policies, that will allow it too.
+        """
+        return grant.bucket.public
+
+    async def presign_batch(
+        self, identity: Identity, items: Sequence[PresignItem | RegistryError]
+    ) -> list[PresignedRequest | RegistryError]:
+        """Each item's URL or its error, in order. An item that failed to parse arrives as
+        its error and stays one. Arborist is asked once per distinct question in the batch."""
+        memo = AuthorizationMemo()
+        results: list[PresignedRequest | RegistryError] = []
+        for item in items:
+            if isinstance(item, RegistryError):
+                results.append(item)
+                continue
+            try:
+                results.append(
+                    await self.presign(
+                        identity,
+                        item.bucket,
+                        item.key,
+                        item.op,
+                        item.expires_in,
+                        user_project=item.user_project,
+                        resumable=item.resumable,
+                        unsigned=item.unsigned,
+                        memo=memo,
+                    )
+                )
+            except RegistryError as exc:
+                results.append(exc)
+        return results
+
+    async def delete_objects(
+        self, identity: Identity, bucket: str, *, key: str | None = None, prefix: str | None = None
+    ) -> int:
+        """Delete ``key`` or everything under ``prefix`` in the store; the number deleted.
+
+        Authorized exactly as a presigned delete (bindings, then Arborist ``delete``) on the
+        key or the prefix; each deleted key is logged as its own decision line.
+        """
+        if (key is None) == (prefix is None):
+            raise InvalidInput("give exactly one of key or prefix")
+        target = key if key is not None else (prefix or "")
+        grant = await self.authorize(
+            identity, bucket, target, Op.DELETE, action="delete", is_prefix=prefix is not None
+        )
+        deleted = await self.storage.delete_objects(grant.bucket, key=key, prefix=prefix)
+        for name in deleted:
+            decisions_log.info(
+                "access decision",
+                extra={
+                    "user": identity.actor,
+                    "bucket": bucket,
+                    "key": name,
+                    "op": Op.DELETE.value,
+                    "action": "delete_object",
+                    "decision": "allowed",
+                    "reason": f"deleted under {grant.resource_path}",
+                },
+            )
+        return len(deleted)
 
     async def multipart_init(self, identity: Identity, bucket: str, key: str) -> str:
         grant = await self.authorize(identity, bucket, key, Op.MULTIPART, action="multipart_init")

@@ -35,13 +35,73 @@ class PresignRequest(StrictModel):
     resumable: bool = Field(
         default=False, description="gcp write only: sign the POST that starts a resumable upload"
     )
+    unsigned: bool = Field(
+        default=False,
+        description="read only: the plain URL of an object in a public bucket (403 otherwise)",
+    )
 
 
 class PresignedUrl(BaseModel):
     url: str
     method: str
-    expires_at: datetime
+    expires_at: datetime | None = Field(
+        description="When the URL stops working; null for an unsigned URL to a public object"
+    )
     headers: dict[str, str] = Field(default_factory=dict)
+
+
+MAX_BATCH = 100
+
+
+class PresignBatch(StrictModel):
+    requests: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description="1-100 presign bodies; an invalid one fails alone, as its result's error",
+        json_schema_extra={"items": {"$ref": "#/components/schemas/PresignRequest"}},
+    )
+
+
+class ItemError(BaseModel):
+    code: str
+    message: str
+
+
+class PresignFailure(BaseModel):
+    error: ItemError
+    status: int = Field(description="The HTTP status the request alone would have had")
+
+
+class PresignBatchResults(BaseModel):
+    results: list[PresignedUrl | PresignFailure] = Field(description="One per request, in order")
+
+
+class ObjectsDelete(StrictModel):
+    bucket: str = BucketName
+    key: str | None = Field(default=None, min_length=1, max_length=4096)
+    prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="Ends with '/'; at most 1,000 objects under it, else nothing is deleted",
+    )
+
+
+class ObjectsDeleted(BaseModel):
+    deleted: int
+
+
+class FenceBucketInfo(BaseModel):
+    region: str | None = None
+    endpoint_url: str | None = None
+    requester_pays: bool | None = None
+
+
+class FenceBuckets(BaseModel):
+    """Fence's ``GET /data/buckets`` shape; keys absent when unset. No credentials."""
+
+    S3_BUCKETS: dict[str, FenceBucketInfo]
+    GS_BUCKETS: dict[str, FenceBucketInfo]
 
 
 class MultipartInit(StrictModel):
