@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from app.registry.records import AuthMode, BucketStatus, Provider
 from app.registry.schemas import AllowedOps, StrictModel
@@ -92,9 +93,10 @@ class ObjectsDeleted(BaseModel):
 
 
 class FenceBucketInfo(BaseModel):
-    region: str | None = None
-    endpoint_url: str | None = None
-    requester_pays: bool | None = None
+    # Absent rather than null when unset, as Fence leaves keys out.
+    region: str | SkipJsonSchema[None] = None
+    endpoint_url: str | SkipJsonSchema[None] = None
+    requester_pays: bool | SkipJsonSchema[None] = None
 
 
 class FenceBuckets(BaseModel):
