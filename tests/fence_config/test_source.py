@@ -34,6 +34,7 @@ from tests.support.s3_gateway import S3Gateway
 KEY_ID = "AKIAFALLBACKEXAMPLE1"
 SECRET = "fallback-secret-value-0001"
 PROGRAMS = "/programs"
+ROOT = "/"
 PROJECT = "/programs/DEV/projects/ABC"
 
 
@@ -91,8 +92,8 @@ def test_records_follow_the_import_mapping(fallback: FenceConfigSource) -> None:
     assert record.labels["gen3.fallback"] == "true" and record.version == 0
     assert record.data_upload_allowed and record.is_default_upload
     [binding] = record.bindings
-    assert binding.resource_path == PROGRAMS and binding.prefix == ""
-    assert binding.allowed_ops == {Op.READ, Op.WRITE, Op.MULTIPART}
+    assert binding.resource_path == ROOT and binding.prefix == ""
+    assert binding.allowed_ops == {Op.READ, Op.DELETE, Op.WRITE, Op.MULTIPART}
     assert fallback.default_upload("ANY") is record
     # Same ids on every replica and restart.
     again = FenceConfigSource(fallback.config, endpoint_allowlist=["127.0.0.1"])
@@ -104,7 +105,7 @@ def test_regex_keys_are_served_per_matching_name_as_fence_does(
 ) -> None:
     record = fallback.get("yaml-run-7")
     assert record is not None and record.name == "yaml-run-7"
-    assert [b.allowed_ops for b in record.bindings] == [frozenset({Op.READ})]
+    assert [b.allowed_ops for b in record.bindings] == [frozenset({Op.READ, Op.DELETE})]
     assert fallback.get("yaml-run-x") is None
     assert fallback.get("prefix-yaml-run-7") is None
 
@@ -211,8 +212,8 @@ async def service(
 async def test_resolve_and_presign_serve_the_yaml_until_a_bucket_is_registered(
     service: httpx.AsyncClient, issuer: FenceIssuer, arborist: ArboristStub, gateway: S3Gateway
 ) -> None:
-    arborist.grant("alice", "reader", PROGRAMS)
-    arborist.grant("alice", "writer", PROGRAMS)
+    arborist.grant("alice", "reader", ROOT)
+    arborist.grant("alice", "writer", ROOT)
     arborist.grant("bob", "everything", PROJECT)
     alice = {"Authorization": f"Bearer {issuer.token('alice')}"}
     bob = {"Authorization": f"Bearer {issuer.token('bob')}"}
@@ -230,7 +231,7 @@ async def test_resolve_and_presign_serve_the_yaml_until_a_bucket_is_registered(
         assert (await http.put(signed.json()["url"], content=b"bytes via fallback")).is_success
         read = await service.post("/presign", json=body | {"op": "read"}, headers=alice)
         assert (await http.get(read.json()["url"])).content == b"bytes via fallback"
-    # Fail closed: a grant on one project does not reach a bucket bound to /programs.
+    # Fail closed: a grant on one project does not reach a bucket bound to the root.
     denied = await service.post("/presign", json=body | {"op": "read"}, headers=bob)
     assert denied.status_code == 403
 
@@ -251,7 +252,7 @@ async def test_resolve_and_presign_serve_the_yaml_until_a_bucket_is_registered(
 async def test_a_suspended_registration_is_never_served_from_the_yaml(
     service: httpx.AsyncClient, issuer: FenceIssuer, arborist: ArboristStub, gateway: S3Gateway
 ) -> None:
-    arborist.grant("alice", "writer", PROGRAMS)
+    arborist.grant("alice", "writer", ROOT)
     alice = {"Authorization": f"Bearer {issuer.token('alice')}"}
     admin = {"Authorization": f"Bearer {issuer.token('admin')}"}
     body = {"bucket": "yaml-data", "key": "incoming/b.bin", "op": "write"}
