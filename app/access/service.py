@@ -63,6 +63,8 @@ class AuthorizationMemo:
 
     The principal is part of the key, so one memo stays correct when a batch carries requests
     on behalf of several users. An outage is remembered too: the rest of the batch fails fast.
+    Decisions taken with a memo are logged on lines of their own: the request's one
+    access-log line holds a single decision.
     """
 
     answers: dict[tuple[str, str, str], bool | DependencyUnavailable] = field(default_factory=dict)
@@ -124,7 +126,16 @@ class AccessService:
             bucket = await self.directory.get(bucket_name)
             grant = await self._decide(identity, bucket, key, op, memo or AuthorizationMemo())
         except RegistryError as exc:
-            self._log(identity, bucket_name, key, op, action, allowed=False, reason=exc.message)
+            self._log(
+                identity,
+                bucket_name,
+                key,
+                op,
+                action,
+                allowed=False,
+                reason=exc.message,
+                own_line=memo is not None,
+            )
             if self._count is not None:
                 provider = bucket.provider.value if bucket is not None else "unknown"
                 self._count(provider, op.value, exc.code)
@@ -139,6 +150,7 @@ class AccessService:
             action,
             allowed=True,
             reason=f"granted on {grant.resource_path}",
+            own_line=memo is not None,
         )
         return grant
 
@@ -208,9 +220,20 @@ class AccessService:
             if user_project is not None:
                 raise InvalidInput("user_project needs a signed URL; omit unsigned")
             if not self.may_read_unsigned(grant):
-                raise AccessDenied(
+                refused = AccessDenied(
                     f"bucket {record.name!r} is not public: unsigned URLs are refused"
                 )
+                self._log(
+                    identity,
+                    bucket,
+                    key,
+                    op,
+                    "presign",
+                    allowed=False,
+                    reason=refused.message,
+                    own_line=memo is not None,
+                )
+                raise refused
             return self.storage.unsigned(record, key)
         params = {"userProject": user_project} if user_project else None
         return await self.storage.presign(
@@ -271,17 +294,15 @@ class AccessService:
         )
         deleted = await self.storage.delete_objects(grant.bucket, key=key, prefix=prefix)
         for name in deleted:
-            decisions_log.info(
-                "access decision",
-                extra={
-                    "user": identity.actor,
-                    "bucket": bucket,
-                    "key": name,
-                    "op": Op.DELETE.value,
-                    "action": "delete_object",
-                    "decision": "allowed",
-                    "reason": f"deleted under {grant.resource_path}",
-                },
+            self._log(
+                identity,
+                bucket,
+                name,
+                Op.DELETE,
+                "delete_object",
+                allowed=True,
+                reason=f"deleted under {grant.resource_path}",
+                own_line=True,
             )
         return len(deleted)
 
@@ -337,6 +358,7 @@ class AccessService:
         *,
         allowed: bool,
         reason: str,
+        own_line: bool = False,
     ) -> None:
         fields = {
             "user": identity.actor,
@@ -347,6 +369,6 @@ class AccessService:
             "decision": "allowed" if allowed else "denied",
             "reason": reason,
         }
-        # Inside an HTTP request the decision rides on the request's one access-log line.
-        if not annotate_request(**fields):
+        # Inside an HTTP request a single decision rides on the request's one access-log line.
+        if own_line or not annotate_request(**fields):
             decisions_log.info("access decision", extra=fields)

@@ -315,6 +315,23 @@ async def test_batch_answers_each_item_in_order(flow: Flow, all_logs) -> None:
     assert got.status_code == 200 and got.content == data
     # One Arborist question per distinct (user, method, resource): read and write on PROJECT.
     assert flow.arborist.call_count == 2
+    # Every item's decision is on the access log, not only the last one.
+    decisions = [
+        (r.__dict__.get("key"), r.__dict__.get("decision"))
+        for r in all_logs.records
+        if r.getMessage() == "access decision" and r.__dict__.get("user") == "reader-only"
+    ]
+    assert decisions[-8:] == [
+        ("incoming/b1", "allowed"),
+        ("incoming/b2", "allowed"),
+        ("incoming/b1", "denied"),
+        ("elsewhere/b1", "denied"),
+        ("incoming/b1", "denied"),
+        ("incoming/../etc", "denied"),
+        # The unsigned one: granted by the bindings, then refused for a private bucket.
+        ("incoming/b1", "allowed"),
+        ("incoming/b1", "denied"),
+    ]
     assert_no_secret(flow, all_logs)
 
 
