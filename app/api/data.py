@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from app.access.delegation import Delegation
 from app.api.delegation import requester_for
 from app.api.deps import BEARER_SECURITY, TrustedOrUserCallerDep
 from app.api.errors import documented_errors
@@ -25,7 +28,8 @@ _ERRORS = documented_errors(
     {
         400: "Invalid input (bucket, key, op, part number)",
         401: "Missing, invalid or expired token",
-        403: "Denied by the bindings or Arborist, or the bucket is suspended",
+        403: "Denied by the bindings or Arborist, the bucket is suspended or takes no uploads,"
+        " or an unsigned URL for a bucket that is not public",
         404: "Unknown bucket",
         503: "Arborist, the database, the secrets manager or the store is unavailable",
     }
@@ -34,17 +38,20 @@ _ERRORS = documented_errors(
 router = APIRouter(tags=["data"], responses=_ERRORS)
 
 
+def url_json(signed: PresignedRequest) -> dict[str, Any]:
+    """``signed`` in the documented PresignedUrl shape, JSON-ready."""
+    return {
+        "url": signed.url,
+        "method": signed.method,
+        "expires_at": signed.expires_at.isoformat() if signed.expires_at else None,
+        "headers": signed.headers,
+    }
+
+
 def _url(signed: PresignedRequest) -> JSONResponse:
     # Built directly in the documented PresignedUrl shape: skipping response-model validation
     # matters on the path Fence calls for every download and upload.
-    return JSONResponse(
-        {
-            "url": signed.url,
-            "method": signed.method,
-            "expires_at": signed.expires_at.isoformat(),
-            "headers": signed.headers,
-        }
-    )
+    return JSONResponse(url_json(signed))
 
 
 @router.post(
@@ -54,14 +61,17 @@ def _url(signed: PresignedRequest) -> JSONResponse:
     openapi_extra=BEARER_SECURITY,
 )
 async def presign(body: PresignRequest, caller: TrustedOrUserCallerDep) -> JSONResponse:
+    requester = await requester_for(caller.services, caller.caller, body)
     signed = await caller.services.access.presign(
-        await requester_for(caller.services, caller.caller, body),
+        requester,
         body.bucket,
         body.key,
         Op(body.op),
         body.expires_in,
         user_project=body.user_project,
         resumable=body.resumable,
+        unsigned=body.unsigned,
+        audit=requester.audit if isinstance(requester, Delegation) else None,
     )
     return _url(signed)
 

@@ -40,6 +40,7 @@ def resolved(bucket: BucketRecord) -> ResolvedBucket:
         data_upload_allowed=bucket.data_upload_allowed,
         is_default_upload=bucket.is_default_upload,
         requester_pays=bucket.requester_pays,
+        public=bucket.public,
         labels=bucket.labels,
         version=bucket.version,
         bindings=[

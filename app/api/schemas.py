@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.registry.records import AuthMode, BucketStatus, Provider
 from app.registry.schemas import AllowedOps, StrictModel
@@ -93,13 +94,74 @@ class PresignRequest(OnBehalf):
     resumable: bool = Field(
         default=False, description="gcp write only: sign the POST that starts a resumable upload"
     )
+    unsigned: bool = Field(
+        default=False,
+        description="read only: the plain URL of an object in a public bucket (403 otherwise)",
+    )
 
 
 class PresignedUrl(BaseModel):
     url: str
     method: str
-    expires_at: datetime
+    expires_at: datetime | None = Field(
+        description="When the URL stops working; null for an unsigned URL to a public object"
+    )
     headers: dict[str, str] = Field(default_factory=dict)
+
+
+MAX_BATCH = 100
+
+
+class PresignBatch(StrictModel):
+    requests: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description="1-100 presign bodies; an invalid one fails alone, as its result's error",
+        json_schema_extra={"items": {"$ref": "#/components/schemas/PresignRequest"}},
+    )
+
+
+class ItemError(BaseModel):
+    code: str
+    message: str
+
+
+class PresignFailure(BaseModel):
+    error: ItemError
+    status: int = Field(description="The HTTP status the request alone would have had")
+
+
+class PresignBatchResults(BaseModel):
+    results: list[PresignedUrl | PresignFailure] = Field(description="One per request, in order")
+
+
+class ObjectsDelete(OnBehalf):
+    bucket: str = BucketName
+    key: str | None = Field(default=None, min_length=1, max_length=4096)
+    prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="Ends with '/'; at most 1,000 objects under it, else nothing is deleted",
+    )
+
+
+class ObjectsDeleted(BaseModel):
+    deleted: int
+
+
+class FenceBucketInfo(BaseModel):
+    # Absent rather than null when unset, as Fence leaves keys out.
+    region: str | SkipJsonSchema[None] = None
+    endpoint_url: str | SkipJsonSchema[None] = None
+    requester_pays: bool | SkipJsonSchema[None] = None
+
+
+class FenceBuckets(BaseModel):
+    """Fence's ``GET /data/buckets`` shape; keys absent when unset. No credentials."""
+
+    S3_BUCKETS: dict[str, FenceBucketInfo]
+    GS_BUCKETS: dict[str, FenceBucketInfo]
 
 
 class MultipartInit(OnBehalf):
@@ -157,6 +219,7 @@ class ResolvedBucket(BaseModel):
     data_upload_allowed: bool
     is_default_upload: bool
     requester_pays: bool
+    public: bool
     labels: dict[str, str]
     version: int
     bindings: list[ResolvedBinding]
@@ -183,6 +246,7 @@ class BucketOut(BaseModel):
     data_upload_allowed: bool
     is_default_upload: bool
     requester_pays: bool
+    public: bool
     version: int
     created_at: datetime
     updated_at: datetime

@@ -7,20 +7,22 @@ The rules (docs/migration.md explains them to operators):
 - ``cred: NAME`` with keys → ``static``; the keys go to a secret (``credential_ref`` names it)
   and only the reference is registered. With ``role-arn`` → ``role``: the registry assumes the
   role with its own identity, so the keys are not needed at all.
-- ``cred: '*'`` (public; Fence never signs) → ``workload_identity`` with the label
-  ``gen3.public=true``: the registry signs with its own identity, which a public-read bucket
-  accepts, and the label says why the bucket holds no credentials.
+- ``cred: '*'`` (public; Fence never signs) → ``public: true`` under ``workload_identity``
+  with the label ``gen3.public=true``: reads get unsigned URLs, as Fence gave, and the label
+  says why the bucket holds no credentials.
 - Regex keys (matched by Fence as ``^key$``) → skipped: the registry registers exact names.
 - ``GS_BUCKETS`` → provider ``gcp`` under ``workload_identity`` with a signing service account
   (the entry's ``registry.service_account`` or the importer's ``--gcp-service-account``); without
   one the entry is skipped, since Fence's per-user signing keys have no registry equivalent.
 - Upload: buckets in ``ALLOWED_DATA_UPLOAD_BUCKETS`` or named by ``DATA_UPLOAD_BUCKET`` allow
   uploads; ``DATA_UPLOAD_BUCKET`` becomes the default upload bucket.
-- Bindings: Fence authorizes each file by its indexd ``authz``, which the registry never sees.
-  Each bucket gets a whole-bucket binding per configured resource path (default
-  ``/programs``): reads everywhere, writes and multipart where uploads are allowed. Users whose
-  grants are narrower than the bound path are refused until an admin binds narrower paths —
-  the mapping fails closed.
+- Bindings: Fence let any indexd record point into any configured bucket and authorized it by
+  the record's ``authz``. Each bucket gets a whole-bucket binding per configured resource path
+  (default ``/``, Arborist's root): read and delete on S3 buckets (read on GCS), plus write and
+  multipart where uploads are allowed. For Fence's trusted calls these are the guardrail the
+  record's ``authz`` is checked within; a direct user call is checked on the bound path itself,
+  so users without a grant there are refused until an admin binds narrower paths — the
+  mapping fails closed.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ PENDING_CREDENTIALS = "credentials"
 # Labels the importer owns: it sets and removes them; every other label is left alone.
 OWNED_LABELS = frozenset({SOURCE_LABEL, CRED_LABEL, PUBLIC_LABEL, PENDING_LABEL})
 
-DEFAULT_RESOURCE_PATHS: tuple[str, ...] = ("/programs",)
+DEFAULT_RESOURCE_PATHS: tuple[str, ...] = ("/",)
 
 # Fields the importer keeps equal to the file on an existing registration. ``owner_project``
 # and ``status`` join them only when the file (or the command line) says something about them;
@@ -66,6 +68,11 @@ _ALWAYS_MANAGED = frozenset(BUCKET_FIELDS) - {"name", "owner_project", "status",
 _CREDENTIAL_FIELDS = ("role_arn", "external_id", "secret_ref", "secret_version", "service_account")
 
 CredentialRef = Callable[[AwsCredential], str]
+
+NO_REGION_NOTE = (
+    "no region: Fence looked it up at startup; the registry signs for us-east-1 unless a region"
+    " is set (import with --lookup-regions to ask S3)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +186,7 @@ def map_s3_entry(
         "region": entry.region,
         "endpoint": endpoint,
         "requester_pays": entry.requester_pays,
+        "public": entry.is_public,
         "data_upload_allowed": config.upload_allowed(name),
         "is_default_upload": name == config.data_upload_bucket,
         "owner_project": options.owner_project,
@@ -188,8 +196,8 @@ def map_s3_entry(
         spec["auth_mode"] = AuthMode.WORKLOAD_IDENTITY.value
         labels[PUBLIC_LABEL] = "true"
         notes.append(
-            "public bucket (cred '*'): Fence handed out unsigned URLs; the registry signs with"
-            " its own identity, which a public-read bucket accepts"
+            "public bucket (cred '*'): reads get unsigned URLs, as Fence gave; writes, if any,"
+            " are signed with the registry's own identity"
         )
     else:
         cred = config.aws_credentials[entry.cred]
@@ -211,10 +219,7 @@ def map_s3_entry(
                 spec["secret_ref"] = credential_ref(cred)
                 credential = cred
     if not entry.region and not endpoint and not entry.is_public:
-        notes.append(
-            "no region: Fence looked it up with GetBucketLocation; the registry signs for"
-            " us-east-1 unless a region is set"
-        )
+        notes.append(NO_REGION_NOTE)
     spec["labels"] = labels
     return _finish(entry.source, spec, entry.registry, credential, options, notes)
 
@@ -287,6 +292,8 @@ def _finish(
         prefixes += tuple(b.prefix for b in bindings if b.prefix and b.prefix not in prefixes)
     else:
         ops = {"read": True}
+        if Provider(spec["provider"]).speaks_s3:
+            ops["delete"] = True
         if spec["data_upload_allowed"]:
             ops.update(write=True, multipart=True)
         bindings = tuple(BindingSpec.of(path, ops) for path in options.resource_paths)

@@ -30,7 +30,6 @@ from pathlib import Path
 
 from app.errors import InvalidInput, SecretNotFound
 from app.fence_config.mapping import (
-    DEFAULT_RESOURCE_PATHS,
     DesiredBucket,
     MappingOptions,
     map_fence_config,
@@ -49,6 +48,9 @@ from app.storage.credentials import SecretSource
 log = logging.getLogger(__name__)
 
 FENCE_CONFIG_SCHEME = "fence-config"
+# Direct users reach the fallback's buckets too, and Arborist holds no resource at "/" to ask
+# about them: the fallback binds where a user's grant can be checked, as before the import.
+FALLBACK_RESOURCE_PATHS: tuple[str, ...] = ("/programs",)
 FALLBACK_LABEL = "gen3.fallback"
 # Stable ids per name, so cached signers and log lines agree across restarts and replicas.
 _ID_NAMESPACE = uuid.UUID("5b0e2a4c-5f55-4e47-9a53-6f1d2b1f7c11")
@@ -66,7 +68,7 @@ class FenceConfigSource:
         config: FenceBucketConfig,
         *,
         endpoint_allowlist: Sequence[str] = (),
-        resource_paths: Sequence[str] = DEFAULT_RESOURCE_PATHS,
+        resource_paths: Sequence[str] = FALLBACK_RESOURCE_PATHS,
         loaded_at: datetime | None = None,
     ) -> None:
         self.config = config
@@ -93,7 +95,7 @@ class FenceConfigSource:
         path: Path,
         *,
         endpoint_allowlist: Sequence[str] = (),
-        resource_paths: Sequence[str] = DEFAULT_RESOURCE_PATHS,
+        resource_paths: Sequence[str] = FALLBACK_RESOURCE_PATHS,
     ) -> FenceConfigSource:
         """Parse ``path`` (``FenceConfigError`` if malformed: the service should not start)."""
         return cls(

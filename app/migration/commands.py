@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from aiobotocore.session import AioSession
 
 from app.config import Settings
 from app.db import Database
@@ -33,6 +34,7 @@ from app.migration.report import render_plan, render_summary
 from app.registry.service import Actor, RegistryService
 from app.secrets.base import validate_secret_version
 from app.secrets.store import SecretStore
+from app.storage.s3 import lookup_bucket_region
 
 Echo = Callable[[str], None]
 
@@ -52,6 +54,7 @@ class ImportRequest:
     resource_paths: tuple[str, ...] = DEFAULT_RESOURCE_PATHS
     gcp_service_account: str | None = None
     secret_prefix: str | None = None
+    lookup_regions: bool = False
 
 
 def import_fence_config(
@@ -85,7 +88,7 @@ def import_fence_config(
         list[str] | None,
         typer.Option(
             "--resource-path",
-            help="Arborist path each bucket is bound to (repeatable; default /programs).",
+            help="Arborist path each bucket is bound to (repeatable; default /, the root).",
         ),
     ] = None,
     gcp_service_account: Annotated[
@@ -99,6 +102,14 @@ def import_fence_config(
             " aws-sm://gen3/bucket-registry/, or file://<file secrets dir>/).",
         ),
     ] = None,
+    lookup_regions: Annotated[
+        bool,
+        typer.Option(
+            "--lookup-regions",
+            help="Ask S3 (anonymous HeadBucket) for the region of AWS buckets that have none;"
+            " each answer or failure is reported.",
+        ),
+    ] = False,
 ) -> None:
     """Import S3_BUCKETS, GS_BUCKETS, ALLOWED_DATA_UPLOAD_BUCKETS and DATA_UPLOAD_BUCKET.
 
@@ -114,6 +125,7 @@ def import_fence_config(
         resource_paths=tuple(resource_path) if resource_path else DEFAULT_RESOURCE_PATHS,
         gcp_service_account=gcp_service_account,
         secret_prefix=secret_prefix,
+        lookup_regions=lookup_regions,
     )
     code = asyncio.run(run_import(Settings(), request, out=typer.echo, err=_echo_err))
     raise typer.Exit(code)
@@ -170,8 +182,20 @@ async def run_import(
         secret_prefix=request.secret_prefix or default_secret_prefix(settings),
     )
     try:
+        lookup = None
+        if request.lookup_regions:
+            session = AioSession()
+
+            async def lookup(name: str) -> str:
+                return await lookup_bucket_region(session, name)
+
         plan = await plan_import(
-            config, registry, store, options=options, write_secrets=request.write_secrets
+            config,
+            registry,
+            store,
+            options=options,
+            write_secrets=request.write_secrets,
+            region_lookup=lookup,
         )
         out(render_plan(plan))
         if request.dry_run or plan.invalid:

@@ -183,7 +183,8 @@ class _CredentialNames:
                 self.entries[name] = entry
                 self._by_secret[key] = name
             return name
-        if labels.get(PUBLIC_LABEL) == "true" and auth_mode is AuthMode.WORKLOAD_IDENTITY:
+        public = values.get("public") or labels.get(PUBLIC_LABEL) == "true"
+        if public and auth_mode is AuthMode.WORKLOAD_IDENTITY:
             return PUBLIC_CRED
         name = labels.get(CRED_LABEL) or IDENTITY_CRED
         self.entries.setdefault(name, {})

@@ -22,9 +22,10 @@ Promises:
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from app.config import Settings
 from app.errors import (
@@ -34,6 +35,7 @@ from app.errors import (
     SecretNotFound,
 )
 from app.fence_config.mapping import (
+    NO_REGION_NOTE,
     OWNED_LABELS,
     PENDING_CREDENTIALS,
     PENDING_LABEL,
@@ -51,10 +53,16 @@ from app.migration.plan import (
     SecretState,
 )
 from app.registry.changes import RegisteredBucket
-from app.registry.records import BUCKET_FIELDS, BucketStatus
+from app.registry.records import BUCKET_FIELDS, BucketStatus, Provider
 from app.registry.service import Actor, RegistryService, row_values
+from app.registry.validation import validate_bucket_spec
 from app.secrets.base import AWS_SM, FILE, backend_scheme
 from app.secrets.store import SecretStore
+
+RegionLookup = Callable[[str], Awaitable[str]]
+# Bounds on --lookup-regions: how many buckets one import asks about, and how many at once.
+MAX_REGION_LOOKUPS = 200
+_REGION_LOOKUP_CONCURRENCY = 8
 
 IMPORT_ACTION = "import"
 # Backends that accept writes (``SecretStore.put``); others need the operator to store the keys.
@@ -76,7 +84,7 @@ class ImportRefused(InvalidInput):
 @dataclass(frozen=True, slots=True)
 class ImportOptions:
     owner_project: str | None = None
-    resource_paths: tuple[str, ...] = ("/programs",)
+    resource_paths: tuple[str, ...] = ("/",)
     gcp_service_account: str | None = None
     # Where keys from AWS_CREDENTIALS go: prefix + credential name (``.json`` for files).
     secret_prefix: str | None = None
@@ -114,9 +122,11 @@ async def plan_import(
     *,
     options: ImportOptions,
     write_secrets: bool = False,
+    region_lookup: RegionLookup | None = None,
 ) -> ImportPlan:
-    """What importing ``config`` would change, entry by entry; reads only (the registry and,
-    for static keys, whether their secret already exists)."""
+    """What importing ``config`` would change, entry by entry; reads only (the registry,
+    for static keys whether their secret already exists, and with ``region_lookup`` the
+    region of each AWS bucket the file gives none)."""
     refs: dict[str, str] = {}
 
     def credential_ref(credential: AwsCredential) -> str:
@@ -140,6 +150,10 @@ async def plan_import(
         ),
         credential_ref,
     )
+    if region_lookup is not None:
+        mapped.desired = await _with_regions(
+            mapped.desired, region_lookup, tuple(registry.endpoint_allowlist)
+        )
     current = await registry.snapshot(d.name for d in mapped.desired)
     actions = await _secret_actions(mapped.desired, secrets, write_secrets)
 
@@ -172,6 +186,46 @@ async def plan_import(
         warnings=list(config.warnings),
         write_secrets=write_secrets,
     )
+
+
+async def _with_regions(
+    desired: list[DesiredBucket], lookup: RegionLookup, allowlist: tuple[str, ...]
+) -> list[DesiredBucket]:
+    """``desired`` with the missing AWS regions asked of S3, each answer or failure noted."""
+    wanted = [
+        i
+        for i, bucket in enumerate(desired)
+        if bucket.spec["provider"] == Provider.AWS.value and not bucket.spec.get("region")
+    ]
+    gate = asyncio.Semaphore(_REGION_LOOKUP_CONCURRENCY)
+
+    async def one(i: int) -> DesiredBucket:
+        bucket = desired[i]
+        notes = [note for note in bucket.notes if note != NO_REGION_NOTE]
+        if wanted.index(i) >= MAX_REGION_LOOKUPS:
+            notes.append(
+                f"no region: not looked up (at most {MAX_REGION_LOOKUPS} per import); the"
+                " registry signs for us-east-1 unless a region is set"
+            )
+            return replace(bucket, notes=tuple(notes))
+        async with gate:
+            try:
+                region = await lookup(bucket.name)
+                spec = validate_bucket_spec({**bucket.spec, "region": region}, allowlist)
+            except RegistryError as exc:
+                notes.append(
+                    f"no region: the lookup failed ({exc.message}); the registry signs for"
+                    " us-east-1 unless a region is set"
+                )
+                return replace(bucket, notes=tuple(notes))
+        notes.append(f"region {region}: from S3 HeadBucket (x-amz-bucket-region)")
+        return replace(bucket, spec=spec, notes=tuple(notes))
+
+    found = await asyncio.gather(*(one(i) for i in wanted))
+    merged = list(desired)
+    for i, bucket in zip(wanted, found, strict=True):
+        merged[i] = bucket
+    return merged
 
 
 def _source_order(config: FenceBucketConfig) -> list[str]:

@@ -77,6 +77,7 @@ class Bucket(SQLModel, table=True):
     data_upload_allowed: bool = False
     is_default_upload: bool = False
     requester_pays: bool = False
+    public: bool = False
     version: int = 1
     created_at: datetime = Field(default_factory=utcnow, sa_column=_tz_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_tz_column())

@@ -27,6 +27,7 @@ BUCKET_FIELDS: tuple[str, ...] = (
     "data_upload_allowed",
     "is_default_upload",
     "requester_pays",
+    "public",
 )
 
 
@@ -101,6 +102,8 @@ class BucketRecord:
     updated_at: datetime
     requester_pays: bool = False
     service_account: str | None = None
+    # Anyone may read it without credentials (Fence's ``cred: '*'``): unsigned URLs are allowed.
+    public: bool = False
     bindings: tuple[BindingRecord, ...] = field(default=())
 
     @classmethod
@@ -147,6 +150,16 @@ class BucketRecord:
             self.secret_version,
             self.service_account,
         )
+
+    @property
+    def has_signing_identity(self) -> bool:
+        """Whether the registration names credentials of its own to sign with.
+
+        A public bucket imported from ``cred: '*'`` names none: Fence never signed for it.
+        """
+        if self.provider is Provider.GCP:
+            return self.auth_mode is AuthMode.STATIC or bool(self.service_account)
+        return bool(self.secret_ref or self.role_arn)
 
     def bindings_for(self, key: str, op: Op) -> list[BindingRecord]:
         return [binding for binding in self.bindings if binding.covers(key, op)]

@@ -32,6 +32,9 @@ class BucketCreate(StrictModel):
     data_upload_allowed: StrictBool = False
     is_default_upload: StrictBool = False
     requester_pays: StrictBool = False
+    public: StrictBool = Field(
+        default=False, description="Anyone may read it: unsigned read URLs are allowed"
+    )
 
 
 class BucketUpdate(StrictModel):
@@ -51,6 +54,7 @@ class BucketUpdate(StrictModel):
     data_upload_allowed: StrictBool | None = None
     is_default_upload: StrictBool | None = None
     requester_pays: StrictBool | None = None
+    public: StrictBool | None = None
 
     @model_validator(mode="after")
     def _required_fields_cannot_be_cleared(self) -> BucketUpdate:

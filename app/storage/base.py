@@ -22,12 +22,13 @@ class PresignedRequest:
     """A request anyone holding it may send until ``expires_at`` (UTC).
 
     ``headers`` are those the client must send for the signature to match (none for S3 query
-    signing).
+    signing). ``expires_at`` is None for an unsigned URL to a public object: nothing in it
+    expires, the bucket's public access decides.
     """
 
     url: str
     method: str
-    expires_at: datetime
+    expires_at: datetime | None
     headers: dict[str, str] = field(default_factory=dict)
 
 

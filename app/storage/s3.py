@@ -16,6 +16,7 @@ from hashlib import sha256
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+import botocore
 import botocore.session
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
@@ -250,6 +251,47 @@ class S3BucketSigner:
         async with self._call("abort multipart upload") as client:
             await client.abort_multipart_upload(
                 Bucket=self.bucket_name, Key=key, UploadId=upload_id
+            )
+
+    async def delete_object(self, key: str) -> bool:
+        """Delete ``key``; False when there was nothing to delete (S3 answers 204 either way)."""
+        async with self._call("head object") as client:
+            try:
+                await client.head_object(Bucket=self.bucket_name, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+        async with self._call("delete object") as client:
+            await client.delete_object(Bucket=self.bucket_name, Key=key)
+        return True
+
+    async def list_keys(self, prefix: str, *, limit: int) -> list[str] | None:
+        """The keys under ``prefix``, or None when there are more than ``limit`` (≤ 1000)."""
+        async with self._call("list objects") as client:
+            page = await client.list_objects_v2(
+                Bucket=self.bucket_name, Prefix=prefix, MaxKeys=limit
+            )
+        if page.get("IsTruncated"):
+            return None
+        return [str(item["Key"]) for item in page.get("Contents", [])]
+
+    async def delete_keys(self, keys: list[str]) -> None:
+        """Delete up to 1000 keys in one DeleteObjects call; any per-key failure is an error."""
+        if not keys:
+            return
+        objects = [{"Key": key} for key in keys]
+        async with self._call("delete objects") as client:
+            answer = await client.delete_objects(
+                Bucket=self.bucket_name, Delete={"Objects": objects, "Quiet": True}
+            )
+        failed = answer.get("Errors") or []
+        if failed:
+            codes = sorted({str(error.get("Code", "Unknown")) for error in failed})
+            raise DependencyUnavailable(
+                "storage",
+                f"delete objects on {self.bucket_name}: {len(failed)} of {len(keys)} failed"
+                f" ({', '.join(codes)})",
             )
 
     async def head_bucket(self) -> None:
@@ -495,6 +537,45 @@ class S3SignerFactory:
         request = AWSRequest(method="GET", url=base_url)
         host = S3SigV4QueryAuth(None, "s3", region).headers_to_sign(request)["host"]
         return S3Layout(base_url=base_url, host=host, signing_region=scope[2])
+
+
+REGION_HEADER = "x-amz-bucket-region"
+
+
+REGION_LOOKUP_TIMEOUT = 5.0
+
+
+async def lookup_bucket_region(session: AioSession, name: str) -> str:
+    """``name``'s region, from the ``x-amz-bucket-region`` header of an anonymous HeadBucket.
+
+    S3 sends the header on 200, 301 and 403 alike, so this works for buckets of other accounts
+    and public ones without any credentials; one attempt, bounded by a few seconds.
+    """
+    timeout = REGION_LOOKUP_TIMEOUT
+    config = AioConfig(
+        signature_version=botocore.UNSIGNED,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        retries={"mode": "standard", "total_max_attempts": 1},
+    )
+    try:
+        async with session.create_client("s3", region_name="us-east-1", config=config) as client:
+            try:
+                answer = await asyncio.wait_for(client.head_bucket(Bucket=name), timeout * 2)
+            except ClientError as exc:
+                answer = exc.response
+    except (BotoCoreError, TimeoutError) as exc:
+        raise DependencyUnavailable(
+            "storage", f"HeadBucket {name} failed ({type(exc).__name__})"
+        ) from exc
+    headers = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    region = headers.get(REGION_HEADER)
+    if not region:
+        status = answer.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        raise DependencyUnavailable(
+            "storage", f"HeadBucket {name} answered {status} without {REGION_HEADER}"
+        )
+    return str(region)
 
 
 def _storage_error(exc: ClientError, action: str, bucket: str) -> Exception:

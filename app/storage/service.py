@@ -24,12 +24,16 @@ from app.storage.base import (
 )
 from app.storage.credentials import SecretSource
 from app.storage.gcs.signer import GcsSignerFactory
-from app.storage.s3 import S3SignerFactory
+from app.storage.s3 import S3BucketSigner, S3SignerFactory
 from app.storage.sts import StsSessions
+from app.storage.unsigned import unsigned_url, validated_audit
 
 log = logging.getLogger(__name__)
 
 SignerKey = tuple[uuid.UUID, tuple[Hashable, ...]]
+
+# One ListObjectsV2 page and one DeleteObjects call: a prefix delete is all or nothing.
+MAX_PREFIX_DELETE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,12 +165,16 @@ class StorageService:
         *,
         params: Mapping[str, str] | None = None,
         resumable: bool = False,
+        audit: Mapping[str, str] | None = None,
     ) -> PresignedRequest:
         """A URL for ``op`` on ``key``; authorization and the key rules are the caller's
         business (``AccessService`` checks both, once per request).
 
         ``resumable`` signs the POST that starts a GCS resumable upload (write only).
         Requester-pays S3 buckets get ``x-amz-request-payer=requester`` signed in.
+        ``audit`` (``user_id``, ``username``, ``client_id``) is signed into S3 GET URLs, as
+        Fence does, so the store's access logs name who a download was for; uploads, other
+        methods and gcp URLs carry none.
         """
         method = HTTP_METHOD_FOR_OP.get(op)
         if method is None:
@@ -175,12 +183,44 @@ class StorageService:
             if bucket.provider is not Provider.GCP or op is not Op.WRITE:
                 raise InvalidInput("resumable uploads are for write on gcp buckets only")
             method = "POST"
+        attribution = validated_audit(audit) if audit else {}
         lifetime = self.clamp_expires_in(expires_in)
         signer = await self.signer_for(bucket, min_lifetime=lifetime)
         extra = dict(params or {})
         if bucket.requester_pays and bucket.provider.speaks_s3:
             extra["x-amz-request-payer"] = "requester"
+        if method == "GET" and bucket.provider.speaks_s3:
+            extra.update(attribution)
         return await self.sign_with(signer, key, method, lifetime, params=extra or None)
+
+    def unsigned(self, bucket: BucketRecord, key: str) -> PresignedRequest:
+        """The plain GET URL of ``key``, for a public bucket: no credentials are looked up."""
+        return PresignedRequest(url=unsigned_url(bucket, key), method="GET", expires_at=None)
+
+    async def delete_objects(
+        self, bucket: BucketRecord, *, key: str | None = None, prefix: str | None = None
+    ) -> list[str]:
+        """Delete ``key``, or every object under ``prefix`` (at most ``MAX_PREFIX_DELETE``);
+        returns the keys deleted. A prefix holding more deletes nothing (``InvalidInput``)."""
+        if bucket.provider is Provider.GCP:
+            raise InvalidInput(
+                "server-side delete is not available for gcp buckets; presign a delete per key"
+            )
+        signer = await self.signer_for(bucket, min_lifetime=1)
+        if not isinstance(signer, S3BucketSigner):
+            raise DependencyUnavailable("storage", f"{bucket.name} has no S3 signer")
+        if key is not None:
+            return [key] if await signer.delete_object(key) else []
+        if prefix is None:
+            raise InvalidInput("give a key or a prefix")
+        keys = await signer.list_keys(prefix, limit=MAX_PREFIX_DELETE)
+        if keys is None:
+            raise InvalidInput(
+                f"more than {MAX_PREFIX_DELETE} objects under this prefix; nothing was deleted."
+                " Delete narrower prefixes"
+            )
+        await signer.delete_keys(keys)
+        return keys
 
     async def presign_upload_part(
         self,

@@ -59,6 +59,19 @@ async def test_create_get_and_list_shape(client, admin_headers) -> None:
     assert bucket["status"] == "active" and bucket["version"] == 1
     assert bucket["secret_ref"] is False
     assert bucket["created_at"].endswith(("Z", "+00:00"))
+    assert bucket["public"] is False
+
+    made_public = await client.patch(
+        "/admin/buckets/gen3-abc-data", json={"public": True}, headers=admin_headers
+    )
+    assert made_public.status_code == 200, made_public.text
+    again = (await client.get("/admin/buckets/gen3-abc-data", headers=admin_headers)).json()
+    assert again["public"] is True and again["version"] == 2
+    assert (
+        await client.patch(
+            "/admin/buckets/gen3-abc-data", json={"public": "yes"}, headers=admin_headers
+        )
+    ).status_code == 400
 
     await create(client, admin_headers, MINIO_STATIC)
     listing = await client.get("/admin/buckets", headers=admin_headers)
@@ -676,3 +689,19 @@ async def test_unknown_route_and_method_use_error_shape(client, admin_headers) -
     assert missing.status_code == 404 and missing.json()["ok"] is False
     wrong = await client.put("/admin/buckets", headers=admin_headers)
     assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed"
+
+
+async def test_the_root_is_a_valid_binding_path(client, admin_headers) -> None:
+    await create(client, admin_headers, AWS_ROLE)
+    base = "/admin/buckets/gen3-abc-data/bindings"
+    root = await client.post(
+        base, json={"resource_path": "/", "allowed_ops": {"read": True}}, headers=admin_headers
+    )
+    assert root.status_code == 201, root.text
+    listed = (await client.get(base, headers=admin_headers)).json()
+    assert [b["resource_path"] for b in listed] == ["/"]
+    for bad in ("//", "/./", "/../"):
+        response = await client.post(
+            base, json={"resource_path": bad, "allowed_ops": {"read": True}}, headers=admin_headers
+        )
+        assert response.status_code == 400, (bad, response.text)

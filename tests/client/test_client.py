@@ -12,7 +12,9 @@ from bucket_registry_client import (
     Forbidden,
     Invalid,
     NotFound,
+    PresignedUrl,
     RegistryClientError,
+    ResolvedBucket,
     Unauthorized,
     Unavailable,
     UseYamlFallback,
@@ -184,3 +186,20 @@ async def test_async_client(commons: Commons) -> None:
             await client.resolve("no-such-bucket", token)
         upload_id = await client.multipart_init(BUCKET, "incoming/async.bin", token)
         await client.multipart_abort(BUCKET, "incoming/async.bin", upload_id, token)
+
+
+def test_an_unsigned_url_has_no_expiry_and_public_is_read() -> None:
+    unsigned = PresignedUrl.from_json(
+        {"url": "https://b.s3.amazonaws.com/k", "method": "GET", "expires_at": None}
+    )
+    assert unsigned.expires_at is None and unsigned.headers == {}
+    resolved = ResolvedBucket.from_json(
+        {
+            "name": "b",
+            "provider": "aws",
+            "auth_mode": "workload_identity",
+            "status": "active",
+            "public": True,
+        }
+    )
+    assert resolved.public is True

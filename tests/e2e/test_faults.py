@@ -35,6 +35,7 @@ def minio(gateway_url: str) -> dict[str, Any]:
         "endpoint": gateway_url,
         "auth_mode": "static",
         "secret_ref": "aws-sm://gen3/bucket-registry/minio-abc",
+        "data_upload_allowed": True,
     }
 
 

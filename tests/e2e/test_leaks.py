@@ -63,6 +63,7 @@ async def test_no_secret_value_escapes_any_flow(make_flow, moto, gateway, pg_url
             "endpoint": gateway.url,
             "auth_mode": "static",
             "secret_ref": "aws-sm://gen3/bucket-registry/canary",
+            "data_upload_allowed": True,
         }
         await flow.register(bucket, "incoming/", ALL_OPS)
         broken = {**bucket, "name": "echoing-store", "endpoint": echoing.url}

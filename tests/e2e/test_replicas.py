@@ -96,6 +96,7 @@ def test_suspension_through_one_replica_denies_on_the_other_within_a_second(
         "endpoint": gateway.url,
         "auth_mode": "static",
         "secret_ref": "aws-sm://gen3/bucket-registry/minio-abc",
+        "data_upload_allowed": True,
     }
     with httpx.Client(timeout=10) as http:
         assert http.post(f"{a.url}/admin/buckets", json=body, headers=admin).status_code == 201

@@ -272,7 +272,7 @@ async def test_refusals_say_why(fence: Fence, fence_flow: Flow, cluster) -> None
         (
             {**base, "key": "k", "op": "write", "on_behalf_of": alice, "authz": [PROJECT_Y]},
             403,
-            "no binding covers",
+            "does not accept uploads",
         ),
         ({**base, "on_behalf_of": alice, "authz": ["/other/Q"]}, 403, "no binding covers"),
     ]

@@ -92,7 +92,7 @@ def test_records_follow_the_import_mapping(fallback: FenceConfigSource) -> None:
     assert record.data_upload_allowed and record.is_default_upload
     [binding] = record.bindings
     assert binding.resource_path == PROGRAMS and binding.prefix == ""
-    assert binding.allowed_ops == {Op.READ, Op.WRITE, Op.MULTIPART}
+    assert binding.allowed_ops == {Op.READ, Op.DELETE, Op.WRITE, Op.MULTIPART}
     assert fallback.default_upload("ANY") is record
     # Same ids on every replica and restart.
     again = FenceConfigSource(fallback.config, endpoint_allowlist=["127.0.0.1"])
@@ -104,7 +104,7 @@ def test_regex_keys_are_served_per_matching_name_as_fence_does(
 ) -> None:
     record = fallback.get("yaml-run-7")
     assert record is not None and record.name == "yaml-run-7"
-    assert [b.allowed_ops for b in record.bindings] == [frozenset({Op.READ})]
+    assert [b.allowed_ops for b in record.bindings] == [frozenset({Op.READ, Op.DELETE})]
     assert fallback.get("yaml-run-x") is None
     assert fallback.get("prefix-yaml-run-7") is None
 
@@ -230,7 +230,8 @@ async def test_resolve_and_presign_serve_the_yaml_until_a_bucket_is_registered(
         assert (await http.put(signed.json()["url"], content=b"bytes via fallback")).is_success
         read = await service.post("/presign", json=body | {"op": "read"}, headers=alice)
         assert (await http.get(read.json()["url"])).content == b"bytes via fallback"
-    # Fail closed: a grant on one project does not reach a bucket bound to /programs.
+    # Fail closed: a grant on one project does not reach a bucket bound to /programs
+    # (the fallback binds where a direct user's grant can be checked; imports bind "/").
     denied = await service.post("/presign", json=body | {"op": "read"}, headers=bob)
     assert denied.status_code == 403
 

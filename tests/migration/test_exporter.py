@@ -159,8 +159,8 @@ async def test_json_export_holds_references_never_secrets(
     assert by_name["commons-data"]["secret_ref"] == "aws-sm://gen3/bucket-registry/CRED1"
     assert by_name["commons-uploads"]["bindings"] == [
         {
-            "resource_path": "/programs",
-            "allowed_ops": {"read": True, "write": True, "multipart": True},
+            "resource_path": "/",
+            "allowed_ops": {"read": True, "write": True, "delete": True, "multipart": True},
         }
     ]
     assert not any(value in text for value in KEY_VALUES)

@@ -54,6 +54,21 @@ async def buckets(settings: Settings) -> dict[str, dict[str, Any]]:
     return {row["name"]: row for row in (await dump_tables(settings.database_url))["bucket"]}
 
 
+READ_DELETE = {"read": True, "write": False, "delete": True, "multipart": False}
+UPLOADS = {"read": True, "write": True, "delete": True, "multipart": True}
+
+
+async def bindings_by_bucket(settings: Settings) -> dict[str, list[tuple[str, dict[str, bool]]]]:
+    tables = await dump_tables(settings.database_url)
+    names = {row["id"]: row["name"] for row in tables["bucket"]}
+    found: dict[str, list[tuple[str, dict[str, bool]]]] = {}
+    for row in tables["bucket_policy_binding"]:
+        found.setdefault(names[row["bucket_id"]], []).append(
+            (row["resource_path"], row["allowed_ops"])
+        )
+    return found
+
+
 def secret_names(sm: Any) -> list[str]:
     return sorted(entry["Name"] for entry in sm.list_secrets()["SecretList"])
 
@@ -107,6 +122,8 @@ async def test_import_registers_each_bucket_with_one_audit_row_and_no_key_anywhe
     assert (role["auth_mode"], role["secret_ref"]) == ("role", None)
     public = rows["commons-public-refs"]
     assert public["auth_mode"] == "workload_identity" and public["labels"]["gen3.public"] == "true"
+    assert public["public"] is True
+    assert [name for name, row in rows.items() if row["public"]] == ["commons-public-refs"]
     assert rows["commons-requester-pays"]["requester_pays"] is True
     assert rows["commons-gcs-data"]["provider"] == "gcp"
     assert rows["commons-gcs-data"]["service_account"] == GCP_SIGNER
@@ -118,6 +135,15 @@ async def test_import_registers_each_bucket_with_one_audit_row_and_no_key_anywhe
     assert not any("gen3/bucket-registry" in json.dumps(row["diff"]) for row in audit)
     assert not any(value in out + err for value in KEY_VALUES)
     assert secret_json(aws_sm, "gen3/bucket-registry/CRED1") == CRED1
+
+    # Bindings as Fence allowed: any record may point into any bucket (read, delete), and
+    # into the upload buckets for uploads too; the registry's checks narrow that down.
+    assert await bindings_by_bucket(import_settings) == {
+        **{name: [("/", READ_DELETE)] for name in S3_NAMES},
+        "commons-uploads": [("/", UPLOADS)],
+        "minio-scratch": [("/", UPLOADS)],
+        **{name: [("/", {**READ_DELETE, "delete": False})] for name in GS_NAMES},
+    }
 
 
 async def test_a_second_import_plans_nothing_and_writes_nothing(
@@ -334,7 +360,7 @@ async def test_a_changed_entry_is_planned_as_a_field_diff(
     assert code == 0
     assert "~ update    commons-role-data" in out and "region: us-west-2 -> eu-west-1" in out
     assert "~ update    commons-data" in out and "data_upload_allowed: false -> true" in out
-    assert "~ binding whole bucket -> /programs [multipart,read,write] (was [read])" in out
+    assert "~ binding whole bucket -> / [delete,multipart,read,write] (was [delete,read])" in out
     assert await dump_tables(pg_url) == before
 
     assert (await run(settings, fence_yaml))[0] == 0
@@ -410,3 +436,58 @@ def test_every_plan_entry_kind_has_a_mark() -> None:
     from app.migration.report import _MARKS
 
     assert set(_MARKS) == {kind.value for kind in ChangeKind}
+
+
+async def test_resource_path_overrides_replace_the_root_binding(
+    import_settings: Settings, fence_yaml: Path, aws_sm: Any
+) -> None:
+    code, _, err = await run(
+        import_settings,
+        fence_yaml,
+        write_secrets=True,
+        resource_paths=("/programs/DEV", "/programs/QA"),
+    )
+    assert code == 0, err
+    found = await bindings_by_bucket(import_settings)
+    assert found["commons-data"] == [("/programs/DEV", READ_DELETE), ("/programs/QA", READ_DELETE)]
+    assert [path for path, _ in found["commons-uploads"]] == ["/programs/DEV", "/programs/QA"]
+
+
+NO_REGION_YAML = """
+AWS_CREDENTIALS:
+  CRED1: {aws_access_key_id: AKIAFENCECRED1EXAMPLE, aws_secret_access_key: cred1-secret-value}
+S3_BUCKETS:
+  commons-eu: {cred: CRED1}
+  commons-public-eu: {cred: '*'}
+  commons-gone: {cred: CRED1}
+  commons-west: {cred: CRED1, region: us-west-2}
+"""
+
+
+async def test_lookup_regions_asks_head_bucket_and_reports_each_answer(
+    import_settings: Settings, tmp_path: Path, aws_sm: Any, moto: Any, monkeypatch: Any
+) -> None:
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto.url)
+    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1")
+    for name in ("commons-eu", "commons-public-eu"):
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    path = tmp_path / "fence-config.yaml"
+    path.write_text(NO_REGION_YAML)
+
+    without = await run(import_settings, path, dry_run=True)
+    assert "no region" in without[1] and "--lookup-regions" in without[1]
+
+    code, out, err = await run(import_settings, path, write_secrets=True, lookup_regions=True)
+    assert code == 0, err
+    assert out.count("region eu-west-1: from S3 HeadBucket (x-amz-bucket-region)") == 2
+    assert (
+        "commons-gone" in out and "the lookup failed (HeadBucket commons-gone answered 404" in out
+    )
+    rows = await buckets(import_settings)
+    assert rows["commons-eu"]["region"] == "eu-west-1"
+    assert rows["commons-public-eu"]["region"] == "eu-west-1"
+    assert rows["commons-gone"]["region"] is None
+    assert rows["commons-west"]["region"] == "us-west-2"
+    assert "cred1-secret-value" not in out + err

@@ -44,10 +44,10 @@ class PostgresDatabase:
         finally:
             await connection.close()
 
-    def create(self) -> PostgresDatabase:
+    def create(self, revision: str = "head") -> PostgresDatabase:
         # No skip when PostgreSQL is missing: the suite must fail loudly in CI instead.
         run_in_thread(asyncio.run, self._admin(f'CREATE DATABASE "{self.name}"'))
-        run_in_thread(migrate, self.url)
+        run_in_thread(migrate, self.url, revision)
         return self
 
     def drop(self) -> None:

@@ -45,6 +45,7 @@ class ResolvedBucket:
     labels: dict[str, str]
     version: int
     bindings: list[Binding] = field(default_factory=list)
+    public: bool = False
 
     @property
     def is_active(self) -> bool:
@@ -66,16 +67,18 @@ class ResolvedBucket:
             labels=dict(data.get("labels") or {}),
             version=int(data.get("version") or 0),
             bindings=[Binding.from_json(item) for item in data.get("bindings") or []],
+            public=bool(data.get("public")),
         )
 
 
 @dataclass(frozen=True)
 class PresignedUrl:
-    """A URL anyone holding it may use with ``method`` (and ``headers``) until ``expires_at``."""
+    """A URL anyone holding it may use with ``method`` (and ``headers``) until ``expires_at``
+    (None for the unsigned URL of a public object, which does not expire)."""
 
     url: str
     method: str
-    expires_at: datetime
+    expires_at: datetime | None
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -83,6 +86,6 @@ class PresignedUrl:
         return cls(
             url=data["url"],
             method=data["method"],
-            expires_at=_timestamp(data["expires_at"]),
+            expires_at=_timestamp(data["expires_at"]) if data.get("expires_at") else None,
             headers=dict(data.get("headers") or {}),
         )

@@ -1,0 +1,94 @@
+"""Revision 0002 on both databases: rows written at 0001 come out with the new rules applied."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.db import migrate
+from tests.support.database import PostgresDatabase, run_in_thread
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database at revision 0001 (before ``public`` and the upload-flag backfill)."""
+    if request.param == "postgresql":
+        database = PostgresDatabase().create("0001")
+        try:
+            yield database.url
+        finally:
+            database.drop()
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+        run_in_thread(migrate, url, "0001")
+        yield url
+
+
+async def _insert(url: str, name: str, upload: bool, bindings: list[dict[str, bool]]) -> None:
+    engine = create_async_engine(url)
+    now = datetime.now(UTC)
+    bucket_id = uuid.uuid4()
+    async with engine.begin() as connection:
+        await connection.execute(
+            sa.text(
+                "INSERT INTO bucket (id, name, provider, auth_mode, labels, status,"
+                " data_upload_allowed, is_default_upload, requester_pays, version,"
+                " created_at, updated_at) VALUES (:id, :name, 'aws', 'workload_identity',"
+                " '{}', 'active', :upload, false, false, 1, :now, :now)"
+            ).bindparams(sa.bindparam("id", type_=sa.Uuid())),
+            {"id": bucket_id, "name": name, "upload": upload, "now": now},
+        )
+        for ops in bindings:
+            await connection.execute(
+                sa.text(
+                    "INSERT INTO bucket_policy_binding (id, bucket_id, resource_path,"
+                    " allowed_ops, created_at) VALUES (:id, :bucket_id, '/programs', :ops, :now)"
+                ).bindparams(
+                    sa.bindparam("id", type_=sa.Uuid()),
+                    sa.bindparam("bucket_id", type_=sa.Uuid()),
+                ),
+                {"id": uuid.uuid4(), "bucket_id": bucket_id, "ops": json.dumps(ops), "now": now},
+            )
+    await engine.dispose()
+
+
+async def _rows(url: str) -> dict[str, tuple[bool, bool]]:
+    engine = create_async_engine(url)
+    async with engine.connect() as connection:
+        result = await connection.execute(
+            sa.text("SELECT name, data_upload_allowed, public FROM bucket")
+        )
+        rows = {name: (bool(upload), bool(public)) for name, upload, public in result}
+    await engine.dispose()
+    return rows
+
+
+READ = {"read": True, "write": False, "delete": False, "multipart": False}
+WRITE = {"read": True, "write": True, "delete": False, "multipart": False}
+MULTIPART = {"read": False, "write": False, "delete": False, "multipart": True}
+
+
+async def test_0002_keeps_uploads_where_bindings_allowed_them(old_database: str) -> None:
+    await _insert(old_database, "writes", False, [READ, WRITE])
+    await _insert(old_database, "multipart-only", False, [MULTIPART])
+    await _insert(old_database, "reads", False, [READ])
+    await _insert(old_database, "unbound", False, [])
+    await _insert(old_database, "already", True, [READ])
+
+    run_in_thread(migrate, old_database)
+
+    assert await _rows(old_database) == {
+        "writes": (True, False),
+        "multipart-only": (True, False),
+        "reads": (False, False),
+        "unbound": (False, False),
+        # An operator's explicit flag is left alone, even without an uploading binding.
+        "already": (True, False),
+    }
