@@ -28,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from app.cache import AsyncCache
 from app.config import Settings
 from app.errors import DependencyUnavailable, InvalidInput, SecretNotFound
+from app.netguard import DestinationRefused, GuardedResolver, NetGuard, refusal_in
 from app.registry.records import AuthMode, BucketRecord
 from app.storage.base import BucketSigner, PresignedRequest, as_utc, lifetime_within, utcnow
 from app.storage.credentials import SecretSource, SigningCredentials, static_secret
@@ -132,8 +133,10 @@ class S3BucketSigner:
         session: AioSession,
         clock: Callable[[], datetime] | None = None,
         secret_source: tuple[str, str | None] | None = None,
+        netguard: NetGuard | None = None,
     ) -> None:
         self.bucket_name = bucket_name
+        self._netguard = netguard or NetGuard()
         self.layout = layout
         self.credentials = credentials
         # The (secret_ref, secret_version) static keys came from: the signer must not outlive
@@ -275,8 +278,18 @@ class S3BucketSigner:
         except ClientError as exc:
             raise _storage_error(exc, action, self.bucket_name) from exc
         except BotoCoreError as exc:
+            refused = refusal_in(exc)
+            if refused is not None:
+                raise DependencyUnavailable(
+                    "storage",
+                    f"{action} on {self.bucket_name}: store not contacted, {refused.message}",
+                ) from exc
             raise DependencyUnavailable(
                 "storage", f"{action} on {self.bucket_name} failed ({type(exc).__name__})"
+            ) from exc
+        except DestinationRefused as exc:
+            raise DependencyUnavailable(
+                "storage", f"{action} on {self.bucket_name}: store not contacted, {exc.message}"
             ) from exc
 
     @asynccontextmanager
@@ -306,6 +319,9 @@ class S3BucketSigner:
     @asynccontextmanager
     async def _open_client(self) -> AsyncIterator[Any]:
         options = self.client_options
+        if options.endpoint_url is not None:
+            # aiohttp hands address literals straight to connect(), past the resolver hook.
+            await self._netguard.check_url(options.endpoint_url)
         ca_path = None
         if options.ca_bundle_pem:
             ca_path = await asyncio.to_thread(_write_temp_pem, options.ca_bundle_pem)
@@ -318,7 +334,10 @@ class S3BucketSigner:
                 aws_access_key_id=creds.access_key_id,
                 aws_secret_access_key=creds.secret_access_key,
                 aws_session_token=creds.session_token,
-                config=AioConfig(**options.botocore_config()),
+                config=AioConfig(
+                    connector_args={"resolver": GuardedResolver(self._netguard)},
+                    **options.botocore_config(),
+                ),
                 verify=ca_path,
             ) as client:
                 yield client
@@ -339,8 +358,10 @@ class S3SignerFactory:
         session: AioSession,
         clock: Callable[[], datetime] | None = None,
         max_attempts: int = 3,
+        netguard: NetGuard | None = None,
     ) -> None:
         self._settings = settings
+        self._netguard = netguard or NetGuard(settings.endpoint_allowlist)
         self._secrets = secrets
         self._sts = sts
         self._session = session
@@ -380,6 +401,7 @@ class S3SignerFactory:
             session=self._session,
             clock=self._now,
             secret_source=source,
+            netguard=self._netguard,
         )
 
     def fresh_enough(self, signer: BucketSigner, bucket: BucketRecord, min_lifetime: int) -> bool:
