@@ -7,7 +7,6 @@ other replicas hear of it exactly when it commits; local listeners after the com
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -41,6 +40,7 @@ from app.registry.records import (
     BucketStatus,
     Op,
     Provider,
+    secret_fingerprint,
 )
 from app.registry.schemas import BindingCreate, BucketCreate, BucketUpdate
 from app.registry.validation import (
@@ -78,11 +78,8 @@ class BucketFilter:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-def _fingerprint(ref: str | None) -> str | None:
-    """What the audit trail keeps of a secret reference: that it changed, not where it points."""
-    if ref is None:
-        return None
-    return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()[:12]
+# What the audit trail keeps of a secret reference: that it changed, not where it points.
+_fingerprint = secret_fingerprint
 
 
 def audit_view(values: dict[str, Any]) -> dict[str, Any]:
