@@ -63,7 +63,7 @@ class MultipartPartRequest(StrictModel):
 
 class Part(StrictModel):
     part_number: int = Field(ge=1, le=10_000)
-    etag: str = Field(min_length=1, max_length=1024)
+    etag: str = Field(min_length=1, max_length=1024, pattern=r"^[\x20-\x7e]+$")
 
 
 class MultipartComplete(StrictModel):

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 # SigV4 presigned URLs may not live longer than seven days.
 MAX_SIGV4_EXPIRES = 7 * 24 * 3600
 MAX_PART_NUMBER = 10_000
+# Matches the API's bound on the upload_id callers send back.
+MAX_UPLOAD_ID = 1024
 _PRESIGNABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 
 # Error codes by which the store says the request itself was wrong, not that it is unwell.
@@ -233,7 +235,14 @@ class S3BucketSigner:
     async def create_multipart_upload(self, key: str) -> str:
         async with self._call("create multipart upload") as client:
             answer = await client.create_multipart_upload(Bucket=self.bucket_name, Key=key)
-        return str(answer["UploadId"])
+        upload_id = answer.get("UploadId") if isinstance(answer, dict) else None
+        if not isinstance(upload_id, str) or not 0 < len(upload_id) <= MAX_UPLOAD_ID:
+            raise DependencyUnavailable(
+                "storage",
+                f"create multipart upload on {self.bucket_name}: the store's answer holds no"
+                " usable UploadId",
+            )
+        return upload_id
 
     async def complete_multipart_upload(
         self, key: str, upload_id: str, parts: list[tuple[int, str]]

@@ -221,7 +221,12 @@ class StsSessions:
         finally:
             if self._observe is not None:
                 self._observe("sts", time.perf_counter() - started, ok)
-        creds = answer["Credentials"]
+        creds = answer.get("Credentials") if isinstance(answer, dict) else None
+        fields = ("AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration")
+        if not isinstance(creds, dict) or not all(creds.get(name) for name in fields):
+            raise DependencyUnavailable("sts", "STS answered AssumeRole without usable credentials")
+        if not isinstance(creds["Expiration"], datetime):
+            raise DependencyUnavailable("sts", "STS answered AssumeRole without an expiry")
         log.info(
             "assumed role",
             extra={
