@@ -21,6 +21,7 @@ from app.dev import DEV_ISSUER, DevMode, dev_jwks
 from app.fence_config.source import FenceConfigSecrets, FenceConfigSource
 from app.health.probe import BucketProbe
 from app.metrics import Metrics
+from app.netguard import NetGuard, guarded_transport
 from app.registry.notify import NotifyListener
 from app.registry.service import BucketChange, RegistryService
 from app.secrets.base import validate_secret_version
@@ -45,6 +46,7 @@ class Services:
     access: AccessService
     probe: BucketProbe
     metrics: Metrics
+    netguard: NetGuard
     listener: NotifyListener | None = None
     dev: DevMode | None = None
 
@@ -106,9 +108,11 @@ class Services:
                 observe=metrics.observe_dependency,
             )
         secrets = SecretStore(settings, observe=metrics.observe_dependency)
+        netguard = NetGuard(settings.endpoint_allowlist)
         registry = RegistryService(
             db,
             endpoint_allowlist=settings.endpoint_allowlist,
+            netguard=netguard,
             check_secret_ref=lambda ref, version: validate_secret_version(
                 secrets.parse(ref), version
             ),
@@ -126,6 +130,7 @@ class Services:
             settings,
             FenceConfigSecrets(secrets, fallback) if fallback is not None else secrets,
             observe=metrics.observe_dependency,
+            netguard=netguard,
         )
         directory = BucketDirectory(
             registry,
@@ -150,7 +155,13 @@ class Services:
                 storage,
                 count=lambda *labels: metrics.presigns.labels(*labels).inc(),
             ),
-            probe=BucketProbe(secrets, storage, http),
+            # The probe sends requests to admin-chosen endpoints: its own client, guarded.
+            probe=BucketProbe(
+                secrets,
+                storage,
+                httpx.AsyncClient(transport=guarded_transport(netguard), trust_env=False),
+            ),
+            netguard=netguard,
             metrics=metrics,
             dev=dev,
         )
@@ -223,4 +234,5 @@ class Services:
         await self.storage.aclose()
         await self.secrets.aclose()
         await self.http.aclose()
+        await self.probe.http.aclose()
         await self.db.dispose()

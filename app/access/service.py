@@ -7,7 +7,9 @@ why, request id) — the commons' centralized access audit. Credentials never ap
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from app.access.delegation import DEFAULT_METHOD, ROOT_RESOURCE, Delegation, covers, uncovered
@@ -21,14 +23,27 @@ from app.errors import (
     DependencyUnavailable,
     InvalidInput,
     RegistryError,
+    SecretNotFound,
+    SecretUnavailable,
 )
 from app.logs import annotate_request
 from app.registry.keys import validate_key, validate_prefix
-from app.registry.records import BucketRecord, Op, Provider
+from app.registry.records import BucketRecord, Op, Provider, secret_fingerprint
+from app.secrets.base import SCHEMES
 from app.storage.base import PresignedRequest
 from app.storage.service import StorageService
 
+log = logging.getLogger(__name__)
 decisions_log = logging.getLogger("bucket_registry.decisions")
+
+
+def _mentions(message: str, ref: str, bucket: str) -> bool:
+    """Whether ``message`` quotes ``ref`` or a recognisable piece of it (a name, a path) other
+    than what callers know anyway (the bucket's name, the backend's scheme)."""
+    public = {bucket, *SCHEMES, "secret", "secrets", "secretsmanager"}
+    pieces = [p for p in re.split(r"[:/#@?=]+", ref) if len(p) >= 4 and p not in public]
+    return ref in message or any(piece in message for piece in pieces)
+
 
 # The actions Fence checks today, so existing user.yaml policies keep working.
 FENCE_SERVICE = "fence"
@@ -250,6 +265,34 @@ class AccessService:
             )
         return Grant(bucket, ", ".join(delegation.authz))
 
+    @contextmanager
+    def _sealed(self, bucket: BucketRecord) -> Iterator[None]:
+        """Errors behind an authorized data-path call, with the bucket's secret reference kept
+        for admins and the log: a caller sees a fingerprint, never the ARN, path or name."""
+        try:
+            yield
+        except RegistryError as exc:
+            ref = bucket.secret_ref
+            if not ref or not (
+                isinstance(exc, SecretNotFound | SecretUnavailable)
+                or getattr(exc, "dependency", None) == "secrets"
+                or _mentions(exc.message, ref, bucket.name)
+            ):
+                raise
+            log.warning(
+                "bucket %s: its secret is not usable: %s",
+                bucket.name,
+                exc.message,
+                extra={"bucket": bucket.name},
+            )
+            generic = (
+                f"bucket {bucket.name!r} cannot be used now: its storage credentials are not"
+                f" usable (secret {secret_fingerprint(ref)}); an administrator can check them"
+                f" with POST /admin/buckets/{bucket.name}/validate"
+            )
+            exc.message, exc.args, exc.details = generic, (generic,), None
+            raise exc from None
+
     async def presign(
         self,
         identity: Requester,
@@ -298,9 +341,10 @@ class AccessService:
                 raise refused
             return self.storage.unsigned(record, key)
         params = {"userProject": user_project} if user_project else None
-        return await self.storage.presign(
-            record, key, op, expires_in, params=params, resumable=resumable, audit=audit
-        )
+        with self._sealed(record):
+            return await self.storage.presign(
+                record, key, op, expires_in, params=params, resumable=resumable, audit=audit
+            )
 
     async def may_read_unsigned(
         self, grant: Grant, requester: Requester, memo: AuthorizationMemo
@@ -361,7 +405,8 @@ class AccessService:
         grant = await self.authorize(
             identity, bucket, target, Op.DELETE, action="delete", is_prefix=prefix is not None
         )
-        deleted = await self.storage.delete_objects(grant.bucket, key=key, prefix=prefix)
+        with self._sealed(grant.bucket):
+            deleted = await self.storage.delete_objects(grant.bucket, key=key, prefix=prefix)
         for name in deleted:
             self._log(
                 identity,
@@ -377,8 +422,9 @@ class AccessService:
 
     async def multipart_init(self, identity: Requester, bucket: str, key: str) -> str:
         grant = await self.authorize(identity, bucket, key, Op.MULTIPART, action="multipart_init")
-        signer = await self.storage.signer_for(grant.bucket, min_lifetime=1)
-        return await signer.create_multipart_upload(key)
+        with self._sealed(grant.bucket):
+            signer = await self.storage.signer_for(grant.bucket, min_lifetime=1)
+            return await signer.create_multipart_upload(key)
 
     async def multipart_presign(
         self,
@@ -392,9 +438,10 @@ class AccessService:
         grant = await self.authorize(
             identity, bucket, key, Op.MULTIPART, action="multipart_presign"
         )
-        return await self.storage.presign_upload_part(
-            grant.bucket, key, upload_id, part_number, expires_in
-        )
+        with self._sealed(grant.bucket):
+            return await self.storage.presign_upload_part(
+                grant.bucket, key, upload_id, part_number, expires_in
+            )
 
     async def multipart_complete(
         self,
@@ -407,15 +454,17 @@ class AccessService:
         grant = await self.authorize(
             identity, bucket, key, Op.MULTIPART, action="multipart_complete"
         )
-        signer = await self.storage.signer_for(grant.bucket, min_lifetime=1)
-        await signer.complete_multipart_upload(key, upload_id, sorted(parts))
+        with self._sealed(grant.bucket):
+            signer = await self.storage.signer_for(grant.bucket, min_lifetime=1)
+            await signer.complete_multipart_upload(key, upload_id, sorted(parts))
 
     async def multipart_abort(
         self, identity: Requester, bucket: str, key: str, upload_id: str
     ) -> None:
         grant = await self.authorize(identity, bucket, key, Op.MULTIPART, action="multipart_abort")
-        signer = await self.storage.signer_for(grant.bucket, min_lifetime=1)
-        await signer.abort_multipart_upload(key, upload_id)
+        with self._sealed(grant.bucket):
+            signer = await self.storage.signer_for(grant.bucket, min_lifetime=1)
+            await signer.abort_multipart_upload(key, upload_id)
 
     @staticmethod
     def _log(

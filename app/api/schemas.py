@@ -183,7 +183,7 @@ class MultipartPartRequest(OnBehalf):
 
 class Part(StrictModel):
     part_number: int = Field(ge=1, le=10_000)
-    etag: str = Field(min_length=1, max_length=1024)
+    etag: str = Field(min_length=1, max_length=1024, pattern=r"^[\x20-\x7e]+$")
 
 
 class MultipartComplete(OnBehalf):

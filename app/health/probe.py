@@ -13,6 +13,7 @@ from typing import Literal
 import httpx
 
 from app.errors import RegistryError
+from app.netguard import refusal_in
 from app.registry.records import AuthMode, BucketRecord, Provider
 from app.secrets.store import SecretStore
 from app.storage.base import BucketSigner
@@ -121,6 +122,9 @@ class BucketProbe:
         try:
             response = await self.http.head(signed.url, headers=signed.headers, timeout=10)
         except httpx.HTTPError as exc:
+            refused = refusal_in(exc)
+            if refused is not None:
+                return CheckResult("fail", f"not sent: {refused.message}")
             return CheckResult("fail", f"the store did not answer ({type(exc).__name__})")
         if response.status_code in (200, 404):
             return CheckResult("pass", f"the store accepted the signature ({response.status_code})")
@@ -151,6 +155,9 @@ class BucketProbe:
                     method, signed.url, headers=signed.headers, content=content, timeout=10
                 )
             except httpx.HTTPError as exc:
+                refused = refusal_in(exc)
+                if refused is not None:
+                    return CheckResult("fail", f"{method} not sent: {refused.message}")
                 return CheckResult("fail", f"{method} failed ({type(exc).__name__})")
             if response.status_code >= 300:
                 return CheckResult("fail", f"{method} answered {response.status_code}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,13 @@ BUCKET_FIELDS: tuple[str, ...] = (
     "requester_pays",
     "public",
 )
+
+
+def secret_fingerprint(ref: str | None) -> str | None:
+    """A secret reference as shown to people who may not know it: that it is, not where."""
+    if ref is None:
+        return None
+    return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()[:12]
 
 
 class Provider(enum.StrEnum):

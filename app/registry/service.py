@@ -7,8 +7,8 @@ other replicas hear of it exactly when it commits; local listeners after the com
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ from app.errors import (
     NotFound,
     PreconditionFailed,
 )
+from app.netguard import DestinationRefused, NetGuard
 from app.registry.changes import BindingSpec, BucketWrite, RegisteredBucket
 from app.registry.keys import validate_prefix
 from app.registry.models import Bucket, BucketAudit, BucketPolicyBinding, BucketPrefix, utcnow
@@ -39,13 +40,17 @@ from app.registry.records import (
     BucketStatus,
     Op,
     Provider,
+    secret_fingerprint,
 )
 from app.registry.schemas import BindingCreate, BucketCreate, BucketUpdate
 from app.registry.validation import (
     validate_allowed_ops,
     validate_binding_path,
     validate_bucket_spec,
+    validate_endpoint,
 )
+
+log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "bucket_registry"
 
@@ -73,11 +78,8 @@ class BucketFilter:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-def _fingerprint(ref: str | None) -> str | None:
-    """What the audit trail keeps of a secret reference: that it changed, not where it points."""
-    if ref is None:
-        return None
-    return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()[:12]
+# What the audit trail keeps of a secret reference: that it changed, not where it points.
+_fingerprint = secret_fingerprint
 
 
 def audit_view(values: dict[str, Any]) -> dict[str, Any]:
@@ -130,9 +132,11 @@ class RegistryService:
         *,
         endpoint_allowlist: Sequence[str] = (),
         check_secret_ref: SecretRefCheck | None = None,
+        netguard: NetGuard | None = None,
     ) -> None:
         self.db = db
         self.endpoint_allowlist = list(endpoint_allowlist)
+        self.netguard = netguard or NetGuard(self.endpoint_allowlist)
         self._check_secret_ref = check_secret_ref
         self.listeners: list[ChangeHook] = []
         # Tags this replica's notifications, so it can skip its own echo (it has already
@@ -306,6 +310,7 @@ class RegistryService:
 
     async def create_bucket(self, data: BucketCreate, actor: Actor) -> Bucket:
         spec = self.validate_spec(data.model_dump(mode="json"))
+        await self.check_destination(spec.get("endpoint"))
         bucket = Bucket(**spec)
         try:
             async with self.db.transaction() as session:
@@ -323,6 +328,10 @@ class RegistryService:
         self, name: str, patch: BucketUpdate, actor: Actor, *, if_match: int | None
     ) -> Bucket:
         changes = patch.model_dump(mode="json", exclude_unset=True)
+        if changes.get("endpoint"):
+            await self.check_destination(
+                validate_endpoint(changes["endpoint"], self.endpoint_allowlist)
+            )
         return await self._versioned_update(name, actor, "update", if_match, lambda _row: changes)
 
     async def set_status(self, name: str, status: BucketStatus, actor: Actor) -> Bucket:
@@ -487,6 +496,9 @@ class RegistryService:
         # A default upload bucket that moves must leave its old bucket before it lands on the
         # new one: the unique indexes are checked statement by statement.
         ordered = sorted(writes, key=_batch_order)
+        for write in ordered:
+            new_endpoint = write.diff.get("endpoint", (None, write.row.get("endpoint")))[1]
+            await self.check_destination(new_endpoint)
         changes: list[BucketChange] = []
         try:
             async with self.db.transaction() as session:
@@ -613,6 +625,23 @@ class RegistryService:
         return before, after
 
     # ----- helpers -----------------------------------------------------------------------
+
+    async def check_destination(self, endpoint: str | None) -> None:
+        """Refuse an endpoint whose name resolves to an address the policy refuses.
+
+        A name that does not resolve now is accepted: every connection checks it again, which
+        is also what stops a name re-pointed after registration.
+        """
+        if not endpoint:
+            return
+        try:
+            await self.netguard.check_url(endpoint)
+        except DestinationRefused as exc:
+            raise InvalidInput(f"endpoint: {exc.message}") from None
+        except OSError:
+            log.info(
+                "endpoint %s does not resolve now; checked again on every connection", endpoint
+            )
 
     def validate_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
         """A whole registration checked by every rule (including its secret reference's form),

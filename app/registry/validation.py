@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from app.authz.policy import LtreeSyntaxError, arborist_ltree
 from app.errors import InvalidInput
+from app.netguard import DestinationRefused, NetGuard
 from app.registry.records import AuthMode, Op, Provider
 
 MAX_LABELS = 64
@@ -25,24 +26,6 @@ _S3_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _S3_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 _RELAXED_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
 _GCS_COMPONENT_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
-
-# Addresses that reach a cloud instance's metadata service: never a storage endpoint.
-_METADATA_HOSTS = frozenset(
-    {
-        "metadata.google.internal",
-        "metadata.goog",
-        "metadata",
-        "instance-data",
-        "instance-data.ec2.internal",
-    }
-)
-_ALWAYS_BLOCKED_NETS = (
-    ipaddress.ip_network("169.254.0.0/16"),
-    ipaddress.ip_network("fe80::/10"),
-    ipaddress.ip_network("fd00:ec2::254/128"),
-    ipaddress.ip_network("100.100.100.200/32"),
-)
-_PRIVATE_SUFFIXES = (".local", ".internal", ".localdomain", ".svc", ".cluster.local", ".localhost")
 
 MAX_RESOURCE_PATH = 1024
 # Characters a resource path segment may hold. Arborist would store more (it escapes almost
@@ -106,35 +89,6 @@ def _validate_gcs_name(name: str) -> str:
     return name
 
 
-def _allowlisted(host: str, port: int | None, allowlist: Iterable[str]) -> bool:
-    host = host.lower()
-    address = ipaddress.ip_address(host) if _looks_like_ip(host) else None
-    for raw in allowlist:
-        entry = raw.strip().lower()
-        if not entry:
-            continue
-        entry_host, _, entry_port = entry.rpartition(":") if _has_port(entry) else (entry, "", "")
-        if entry_port and port is not None and str(port) != entry_port:
-            continue
-        if entry_port and port is None:
-            continue
-        if address is not None:
-            try:
-                if address in ipaddress.ip_network(entry_host.strip("[]"), strict=False):
-                    return True
-            except ValueError:
-                pass
-        elif entry_host == host:
-            return True
-    return False
-
-
-def _has_port(entry: str) -> bool:
-    if entry.startswith("["):
-        return "]:" in entry
-    return entry.count(":") == 1
-
-
 def validate_endpoint(url: str, allowlist: Iterable[str]) -> str:
     """Check an S3-compatible endpoint URL and refuse targets that would make us an SSRF proxy.
 
@@ -152,38 +106,18 @@ def validate_endpoint(url: str, allowlist: Iterable[str]) -> str:
         raise InvalidInput("endpoint: must not contain credentials (user info)")
     if parts.query or parts.fragment or "?" in url or "#" in url:
         raise InvalidInput("endpoint: must not contain a query or fragment")
-    host = (parts.hostname or "").rstrip(".").lower()
-    if not host:
+    host = parts.hostname or ""
+    if not host.rstrip("."):
         raise InvalidInput("endpoint: a host is required")
     if any(ord(ch) < 33 or ord(ch) == 127 for ch in url):
         raise InvalidInput("endpoint: must not contain whitespace or control characters")
     if parts.path not in ("", "/"):
         raise InvalidInput("endpoint: must not contain a path (buckets are addressed path-style)")
 
-    if host in _METADATA_HOSTS:
-        raise InvalidInput("endpoint: cloud metadata addresses are never allowed")
-    if _looks_like_ip(host):
-        address = ipaddress.ip_address(host)
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if any(address in net for net in _ALWAYS_BLOCKED_NETS):
-            raise InvalidInput(
-                "endpoint: link-local and cloud metadata addresses are never allowed"
-            )
-        restricted = (
-            address.is_loopback
-            or address.is_private
-            or address.is_unspecified
-            or address.is_reserved
-            or address.is_multicast
-        )
-    else:
-        restricted = host == "localhost" or "." not in host or host.endswith(_PRIVATE_SUFFIXES)
-    if restricted and not _allowlisted(host, port, allowlist):
-        raise InvalidInput(
-            f"endpoint: {host} is a loopback, private or cluster-internal address; add it to "
-            "BUCKET_REGISTRY_ENDPOINT_ALLOWLIST to allow it"
-        )
+    try:
+        NetGuard(allowlist).check_literal(host, port)
+    except DestinationRefused as exc:
+        raise InvalidInput(f"endpoint: {exc.message}") from None
     return url.rstrip("/")
 
 

@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from app.cache import AsyncCache
 from app.config import Settings
 from app.errors import DependencyUnavailable, InvalidInput, SecretNotFound
+from app.netguard import DestinationRefused, GuardedResolver, NetGuard, refusal_in
 from app.registry.records import AuthMode, BucketRecord
 from app.storage.base import BucketSigner, PresignedRequest, as_utc, lifetime_within, utcnow
 from app.storage.credentials import SecretSource, SigningCredentials, static_secret
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 # SigV4 presigned URLs may not live longer than seven days.
 MAX_SIGV4_EXPIRES = 7 * 24 * 3600
 MAX_PART_NUMBER = 10_000
+# Matches the API's bound on the upload_id callers send back.
+MAX_UPLOAD_ID = 1024
 _PRESIGNABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 
 # Error codes by which the store says the request itself was wrong, not that it is unwell.
@@ -133,8 +136,10 @@ class S3BucketSigner:
         session: AioSession,
         clock: Callable[[], datetime] | None = None,
         secret_source: tuple[str, str | None] | None = None,
+        netguard: NetGuard | None = None,
     ) -> None:
         self.bucket_name = bucket_name
+        self._netguard = netguard or NetGuard()
         self.layout = layout
         self.credentials = credentials
         # The (secret_ref, secret_version) static keys came from: the signer must not outlive
@@ -231,7 +236,14 @@ class S3BucketSigner:
     async def create_multipart_upload(self, key: str) -> str:
         async with self._call("create multipart upload") as client:
             answer = await client.create_multipart_upload(Bucket=self.bucket_name, Key=key)
-        return str(answer["UploadId"])
+        upload_id = answer.get("UploadId") if isinstance(answer, dict) else None
+        if not isinstance(upload_id, str) or not 0 < len(upload_id) <= MAX_UPLOAD_ID:
+            raise DependencyUnavailable(
+                "storage",
+                f"create multipart upload on {self.bucket_name}: the store's answer holds no"
+                " usable UploadId",
+            )
+        return upload_id
 
     async def complete_multipart_upload(
         self, key: str, upload_id: str, parts: list[tuple[int, str]]
@@ -317,8 +329,18 @@ class S3BucketSigner:
         except ClientError as exc:
             raise _storage_error(exc, action, self.bucket_name) from exc
         except BotoCoreError as exc:
+            refused = refusal_in(exc)
+            if refused is not None:
+                raise DependencyUnavailable(
+                    "storage",
+                    f"{action} on {self.bucket_name}: store not contacted, {refused.message}",
+                ) from exc
             raise DependencyUnavailable(
                 "storage", f"{action} on {self.bucket_name} failed ({type(exc).__name__})"
+            ) from exc
+        except DestinationRefused as exc:
+            raise DependencyUnavailable(
+                "storage", f"{action} on {self.bucket_name}: store not contacted, {exc.message}"
             ) from exc
 
     @asynccontextmanager
@@ -348,6 +370,9 @@ class S3BucketSigner:
     @asynccontextmanager
     async def _open_client(self) -> AsyncIterator[Any]:
         options = self.client_options
+        if options.endpoint_url is not None:
+            # aiohttp hands address literals straight to connect(), past the resolver hook.
+            await self._netguard.check_url(options.endpoint_url)
         ca_path = None
         if options.ca_bundle_pem:
             ca_path = await asyncio.to_thread(_write_temp_pem, options.ca_bundle_pem)
@@ -360,7 +385,10 @@ class S3BucketSigner:
                 aws_access_key_id=creds.access_key_id,
                 aws_secret_access_key=creds.secret_access_key,
                 aws_session_token=creds.session_token,
-                config=AioConfig(**options.botocore_config()),
+                config=AioConfig(
+                    connector_args={"resolver": GuardedResolver(self._netguard)},
+                    **options.botocore_config(),
+                ),
                 verify=ca_path,
             ) as client:
                 yield client
@@ -381,8 +409,10 @@ class S3SignerFactory:
         session: AioSession,
         clock: Callable[[], datetime] | None = None,
         max_attempts: int = 3,
+        netguard: NetGuard | None = None,
     ) -> None:
         self._settings = settings
+        self._netguard = netguard or NetGuard(settings.endpoint_allowlist)
         self._secrets = secrets
         self._sts = sts
         self._session = session
@@ -422,6 +452,7 @@ class S3SignerFactory:
             session=self._session,
             clock=self._now,
             secret_source=source,
+            netguard=self._netguard,
         )
 
     def fresh_enough(self, signer: BucketSigner, bucket: BucketRecord, min_lifetime: int) -> bool:

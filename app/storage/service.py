@@ -14,6 +14,7 @@ from aiobotocore.session import AioSession
 from app.cache import AsyncCache, CacheStats
 from app.config import Settings
 from app.errors import DependencyUnavailable, InvalidInput
+from app.netguard import NetGuard
 from app.registry.records import BucketRecord, Op, Provider
 from app.storage.base import (
     HTTP_METHOD_FOR_OP,
@@ -63,8 +64,10 @@ class StorageService:
         factories: Mapping[Provider, SignerFactory] | None = None,
         max_attempts: int = 3,
         observe: Callable[[str, float, bool], None] | None = None,
+        netguard: NetGuard | None = None,
     ) -> None:
         self._settings = settings
+        netguard = netguard or NetGuard(settings.endpoint_allowlist)
         self._now = clock or utcnow
         session = session or AioSession()
         self.sts = sts or StsSessions(
@@ -73,6 +76,7 @@ class StorageService:
             clock=self._now,
             max_attempts=max_attempts,
             observe=observe,
+            netguard=netguard.trusting(settings.sts_endpoint_url),
         )
         if factories is None:
             s3 = S3SignerFactory(
@@ -82,6 +86,7 @@ class StorageService:
                 session=session,
                 clock=self._now,
                 max_attempts=max_attempts,
+                netguard=netguard,
             )
             defaults: dict[Provider, SignerFactory] = {
                 provider: s3 for provider in Provider if provider.speaks_s3
@@ -93,6 +98,9 @@ class StorageService:
                 billing_project=settings.gcp_billing_project,
                 clock=self._now,
                 max_attempts=max_attempts,
+                netguard=netguard.trusting(
+                    settings.gcs_endpoint, settings.gcp_iam_credentials_endpoint
+                ),
             )
             factories = defaults
         self._factories = dict(factories)

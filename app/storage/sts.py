@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from app.cache import AsyncCache
 from app.config import Settings
 from app.errors import DependencyUnavailable
+from app.netguard import GuardedResolver, NetGuard, refusal_in
 from app.storage.base import as_utc, utcnow
 from app.storage.credentials import SigningCredentials
 
@@ -93,8 +94,12 @@ class StsSessions:
         connect_timeout: float = 5.0,
         read_timeout: float = 10.0,
         observe: Callable[[str, float, bool], None] | None = None,
+        netguard: NetGuard | None = None,
     ) -> None:
         self._settings = settings
+        guard = netguard or NetGuard(settings.endpoint_allowlist).trusting(
+            settings.sts_endpoint_url
+        )
         self._observe = observe
         self._session = session or AioSession()
         self._now = clock or utcnow
@@ -102,6 +107,7 @@ class StsSessions:
             retries={"mode": "standard", "total_max_attempts": max_attempts},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            connector_args={"resolver": GuardedResolver(guard)},
         )
         self.margin = float(settings.sts_refresh_margin)
         self.duration = settings.sts_session_duration
@@ -206,13 +212,21 @@ class StsSessions:
                 "sts", "the registry has no AWS credentials to call STS with"
             ) from exc
         except BotoCoreError as exc:
+            refused = refusal_in(exc)
+            if refused is not None:
+                raise DependencyUnavailable("sts", f"STS not contacted: {refused.message}") from exc
             raise DependencyUnavailable(
                 "sts", f"STS is unreachable ({type(exc).__name__})"
             ) from exc
         finally:
             if self._observe is not None:
                 self._observe("sts", time.perf_counter() - started, ok)
-        creds = answer["Credentials"]
+        creds = answer.get("Credentials") if isinstance(answer, dict) else None
+        fields = ("AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration")
+        if not isinstance(creds, dict) or not all(creds.get(name) for name in fields):
+            raise DependencyUnavailable("sts", "STS answered AssumeRole without usable credentials")
+        if not isinstance(creds["Expiration"], datetime):
+            raise DependencyUnavailable("sts", "STS answered AssumeRole without an expiry")
         log.info(
             "assumed role",
             extra={

@@ -110,7 +110,8 @@ def clock() -> WallClock:
 
 @pytest.fixture
 def settings(moto: MotoServer) -> Settings:
-    return Settings(sts_endpoint_url=moto.url)
+    # moto listens on loopback, which reaches the store only through the allow-list.
+    return Settings(sts_endpoint_url=moto.url, endpoint_allowlist=["127.0.0.1"])
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from tenacity import (
 )
 
 from app.errors import DependencyUnavailable
+from app.netguard import NetGuard, guarded_transport, refusal_in
 from app.storage.gcs.identity import DEVSTORAGE_READ_ONLY_SCOPE, AccessTokenProvider
 
 GCS_ENDPOINT = "https://storage.googleapis.com"
@@ -56,8 +57,12 @@ class GoogleApis:
         max_attempts: int = 3,
         backoff: float = 0.2,
         max_backoff: float = 2.0,
+        netguard: NetGuard | None = None,
     ) -> None:
         self._iam = iam_endpoint.rstrip("/")
+        # Operator-configured endpoints are trusted by name; every address they resolve to is
+        # still checked on each connection.
+        self._netguard = netguard or NetGuard().trusting(iam_endpoint, storage_endpoint)
         self._storage = storage_endpoint.rstrip("/")
         self._owns_client = http_client is None
         # Created on first use: building a TLS context costs milliseconds that a registry
@@ -163,11 +168,20 @@ class GoogleApis:
 
     async def _request(self, method: str, url: str, token: str, **kwargs: Any) -> httpx.Response:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0))
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(10.0, connect=2.0),
+                transport=guarded_transport(self._netguard),
+                trust_env=False,
+            )
         headers = {"Authorization": f"Bearer {token}"}
         try:
             return await self._http.request(method, url, headers=headers, **kwargs)
         except httpx.TransportError as exc:
+            refused = refusal_in(exc)
+            if refused is not None:
+                raise DependencyUnavailable(
+                    "storage", f"not contacted: {refused.message}"
+                ) from None
             raise _Transient(type(exc).__name__) from None
 
 

@@ -32,6 +32,7 @@ from google.oauth2 import service_account
 
 from app.config import Settings
 from app.errors import DependencyUnavailable, InvalidInput, SecretNotFound
+from app.netguard import NetGuard
 from app.registry.records import AuthMode, BucketRecord
 from app.storage.base import BucketSigner, PresignedRequest, utcnow
 from app.storage.credentials import SecretSource
@@ -218,6 +219,7 @@ class GcsSignerFactory:
         clock: Callable[[], datetime] | None = None,
         max_attempts: int = 3,
         backoff: float = 0.2,
+        netguard: NetGuard | None = None,
     ) -> None:
         self._settings = settings
         self._secrets = secrets
@@ -230,6 +232,7 @@ class GcsSignerFactory:
             http_client=http_client,
             max_attempts=max_attempts,
             backoff=backoff,
+            netguard=netguard,
         )
 
     async def build(
