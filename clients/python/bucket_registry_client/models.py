@@ -302,7 +302,10 @@ def check_expires_in(expires_in: Any) -> None:
 
 
 def _bare_token(token: str) -> str:
-    token = token.strip() if isinstance(token, str) else ""
-    if token[:7].lower() == "bearer ":
-        token = token[7:].strip()
-    return token
+    """The token without a ``Bearer`` scheme in front, as Fence's ``get_jwt()`` may give it."""
+    if not isinstance(token, str):
+        return ""
+    parts = token.strip().split(None, 1)
+    if parts and parts[0].lower() == "bearer":
+        return parts[1].strip() if len(parts) > 1 else ""
+    return token.strip()
