@@ -143,6 +143,12 @@ class FenceBucketRegistry:
         client = BucketRegistryClient(url or "http://bucket-registry-service", **options)
         return cls(client, LegacyFallback(enabled=enabled, legacy_providers=providers))
 
+    def __enter__(self) -> FenceBucketRegistry:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.client.close()
 
