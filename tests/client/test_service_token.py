@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from bucket_registry_client import (
+    AsyncBucketRegistryClient,
     Audit,
     BatchError,
     BucketNotFound,
@@ -26,6 +27,8 @@ from bucket_registry_client import (
     RegistryEmpty,
     ServiceToken,
     Unauthenticated,
+    Unavailable,
+    new_breaker,
 )
 
 from tests.client.contract_stub import ContractStub
@@ -234,3 +237,30 @@ def test_delete_objects_and_fence_buckets(stub: ContractStub, token_file: Path) 
         stub.buckets.clear()
         with pytest.raises(RegistryEmpty):
             client.fence_buckets()
+
+
+async def test_async_client_with_a_service_token(stub: ContractStub, token_file: Path) -> None:
+    breaker = new_breaker(fail_max=1, reset_timeout=60)
+    async with AsyncBucketRegistryClient(
+        stub.url, token_path=token_file, retries=0, breaker=breaker
+    ) as client:
+        url = await client.presign(
+            "data-bucket", "k", "read", "alice-jwt", grant=Grant(authz=("/programs/A",))
+        )
+        assert url.method == "GET"
+        assert stub.last("/presign").body["on_behalf_of"] == {"token": "alice-jwt"}
+        results = await client.presign_batch([PresignRequest("data-bucket", "k")], "alice-jwt")
+        assert isinstance(results[0], PresignedUrl)
+        assert await client.delete_objects("data-bucket", "alice-jwt", key="k") == 1
+        assert set((await client.fence_buckets())["S3_BUCKETS"]) == {"data-bucket"}
+        with pytest.raises(OnBehalfOfInvalid):
+            await client.presign("data-bucket", "k", "read", "expired-jwt")
+
+        stub.fail_with = 503
+        with pytest.raises(Unavailable) as down:
+            await client.resolve("data-bucket")
+        assert down.value.code == "dependency_unavailable"
+        calls = stub.calls
+        with pytest.raises(Unavailable) as open_circuit:
+            await client.resolve("data-bucket")
+        assert open_circuit.value.code == "circuit_open" and stub.calls == calls
