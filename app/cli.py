@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.config import Settings
 from app.migration.commands import export_command, import_fence_config
+
+if TYPE_CHECKING:
+    from app.dev import DevMode
+    from app.dev_store import EmbeddedStore
 
 cli = typer.Typer(
     help="Gen3 Bucket Registry: buckets as data, credentials in secrets managers.",
@@ -45,18 +49,27 @@ def serve(
             " loopback only. Never for production.",
         ),
     ] = False,
+    store_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="With --dev: port of the embedded S3 store on 127.0.0.1 (default 9100; 0 picks"
+            " a free one).",
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP service (uvicorn)."""
-    import uvicorn
-
     from app.db import migrate
     from app.dev import DevMode
     from app.logs import configure_logging
-    from app.main import create_app
 
     settings = Settings()
     configure_logging(settings.log_level, json_format=settings.log_json)
     dev_mode = None
+    if store_port is not None and not dev:
+        typer.echo("--store-port only applies with --dev", err=True)
+        raise typer.Exit(2)
     if dev:
         if host == "0.0.0.0":  # noqa: S104 - the default; dev mode narrows it
             host = "127.0.0.1"
@@ -72,22 +85,57 @@ def serve(
             update={
                 "secrets_backend": "file",
                 "file_secrets_dir": dev_mode.secrets_dir,
-                # A local MinIO is the usual store next to a dev registry.
+                # The embedded store (or a local MinIO) listens on loopback.
                 "endpoint_allowlist": [*settings.endpoint_allowlist, "127.0.0.1", "localhost"],
             }
-        )
-        typer.secho(
-            "\n  LOCAL DEVELOPMENT MODE — not for production.\n"
-            f"  Tokens: bucket-registry dev-token --user alice   Policy: {dev_mode.policy_file}\n"
-            f"  Database: {settings.database_url}\n",
-            fg=typer.colors.YELLOW,
-            bold=True,
-            err=True,
         )
     if settings.is_sqlite:
         # The embedded default creates and upgrades its own file; PostgreSQL is migrated by
         # `bucket-registry migrate` (the Helm hook) so replicas never race on DDL.
         migrate(settings.database_url)
+    store = None
+    if dev_mode is not None:
+        store = _start_dev_store(settings, dev_mode, store_port)
+        _dev_banner(settings, dev_mode, host, port, store.url)
+    try:
+        _run(settings, dev_mode, host, port, workers)
+    finally:
+        if store is not None:
+            store.stop()
+
+
+def _start_dev_store(settings: Settings, mode: DevMode, port: int | None) -> EmbeddedStore:
+    from app.dev_store import DEFAULT_STORE_PORT, StorePortInUse, start_demo
+
+    try:
+        return start_demo(settings, mode, DEFAULT_STORE_PORT if port is None else port)
+    except StorePortInUse as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def _dev_banner(settings: Settings, mode: DevMode, host: str, port: int, store_url: str) -> None:
+    from app.dev_store import DEMO_BUCKET, DEMO_PREFIX, DEMO_RESOURCE
+
+    typer.secho(
+        "\n  LOCAL DEVELOPMENT MODE — not for production.\n"
+        f"  Registry: http://{host}:{port}   Database: {settings.database_url}\n"
+        f"  S3 store: {store_url} (embedded moto, in memory: empty at each start)\n"
+        f"  Demo:     bucket {DEMO_BUCKET}, {DEMO_PREFIX} bound to {DEMO_RESOURCE}"
+        " (alice reads/writes, bob reads)\n"
+        "  Tokens:   bucket-registry dev-token --user alice\n"
+        f"  Policy:   {mode.policy_file}   Secrets: {mode.secrets_dir}\n",
+        fg=typer.colors.YELLOW,
+        bold=True,
+        err=True,
+    )
+
+
+def _run(settings: Settings, dev_mode: DevMode | None, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    from app.main import create_app
+
     if workers > 1:
         uvicorn.run(
             "app.main:create_app_from_env",

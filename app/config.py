@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -36,6 +36,22 @@ class Settings(BaseSettings):
     admin_resource: str = "/services/bucket-registry"
     admin_service: str = "bucket-registry"
     admin_method: str = "bucket_admin"
+    # Scopes a user's token must carry (comma-separated in the environment), checked before
+    # Arborist is asked. Arborist itself refuses tokens without ``openid``.
+    data_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["openid", "data"])
+    admin_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["openid"])
+    # When set, must be one of the ``aud`` values of user tokens; unset = not checked.
+    token_audience: str | None = None
+
+    # Trusted services (Fence) authenticating with their own tokens, e.g. Kubernetes projected
+    # ServiceAccount tokens: issuer + JWKS, the audience they must name, and the subjects trusted.
+    service_token_issuer: str | None = None
+    service_token_jwks_url: str | None = None
+    service_token_audience: str = "bucket-registry"  # noqa: S105 - an audience, not a secret
+    trusted_callers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Fence's legacy rules (acl-only records; blank records uploaded by the user) arrive with
+    # no authz to check; off, trusted callers must always send the record's authz.
+    legacy_authz_enabled: bool = True
 
     secrets_backend: str = "aws_sm"
     bucket_cache_ttl: float = Field(default=60.0, ge=0)
@@ -50,7 +66,7 @@ class Settings(BaseSettings):
     # Comma-separated in the environment (or a JSON list); see validate_endpoint.
     endpoint_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    # Secrets backends (SPEC §6). AWS endpoints come from the standard AWS_* variables.
+    # Secrets backends (docs/secrets.md). AWS endpoints come from the standard AWS_* variables.
     vault_addr: str = "http://vault:8200"
     vault_role: str = "bucket-registry"
     vault_auth_mount: str = "kubernetes"
@@ -60,7 +76,7 @@ class Settings(BaseSettings):
     gcp_iam_credentials_endpoint: str = "https://iamcredentials.googleapis.com"
     file_secrets_dir: Path | None = None
 
-    # Signing (SPEC §7).
+    # Signing (docs/signing.md).
     sts_session_duration: int = Field(default=3600, ge=900, le=43200)
     sts_refresh_margin: int = Field(default=300, ge=0)
     sts_endpoint_url: str | None = None
@@ -76,7 +92,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
-    @field_validator("endpoint_allowlist", mode="before")
+    @field_validator(
+        "endpoint_allowlist", "data_scopes", "admin_scopes", "trusted_callers", mode="before"
+    )
     @classmethod
     def _split_allowlist(cls, value: Any) -> Any:
         # Accept a comma-separated string from the environment as well as a JSON/YAML list.
@@ -86,6 +104,16 @@ class Settings(BaseSettings):
                 return yaml.safe_load(stripped)
             return [item.strip() for item in stripped.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _service_tokens_complete(self) -> Settings:
+        if bool(self.service_token_issuer) != bool(self.service_token_jwks_url):
+            raise ValueError("service_token_issuer and service_token_jwks_url must be set together")
+        if self.service_token_issuer and self.service_token_issuer.rstrip(
+            "/"
+        ) == self.user_api.rstrip("/"):
+            raise ValueError("service_token_issuer must differ from user_api (Fence's issuer)")
+        return self
 
     @classmethod
     def settings_customise_sources(

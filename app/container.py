@@ -11,6 +11,7 @@ import httpx
 from app.access.directory import BucketDirectory
 from app.access.service import AccessService
 from app.authz.arborist import ArboristAuthorizer, Authorizer, DecisionCache, LocalPolicyAuthorizer
+from app.authz.callers import Authenticator, ServiceTokenVerifier
 from app.authz.policy import PolicyDocument
 from app.authz.tokens import HttpJwks, StaticJwks, TokenVerifier
 from app.cache import AsyncCache
@@ -35,6 +36,7 @@ class Services:
     db: Database
     http: httpx.AsyncClient
     tokens: TokenVerifier
+    authenticator: Authenticator
     authorizer: Authorizer
     registry: RegistryService
     secrets: SecretStore
@@ -64,6 +66,7 @@ class Services:
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=128),
             timeout=httpx.Timeout(settings.arborist_timeout),
         )
+        service_tokens: ServiceTokenVerifier | None = None
         if dev is not None:
             tokens = TokenVerifier(
                 StaticJwks(dev_jwks(dev)), issuer=DEV_ISSUER, max_entries=settings.cache_max_entries
@@ -76,8 +79,25 @@ class Services:
                 ttl=settings.jwks_cache_ttl,
             )
             tokens = TokenVerifier(
-                jwks, issuer=settings.user_api, max_entries=settings.cache_max_entries
+                jwks,
+                issuer=settings.user_api,
+                audience=settings.token_audience,
+                max_entries=settings.cache_max_entries,
             )
+            if settings.service_token_issuer and settings.service_token_jwks_url:
+                service_tokens = ServiceTokenVerifier(
+                    HttpJwks(
+                        settings.service_token_jwks_url,
+                        http,
+                        ttl=settings.jwks_cache_ttl,
+                        dependency="service token issuer",
+                        name="service_jwks",
+                    ),
+                    issuer=settings.service_token_issuer,
+                    audience=settings.service_token_audience,
+                    trusted=settings.trusted_callers,
+                    max_entries=settings.cache_max_entries,
+                )
             authorizer = ArboristAuthorizer(
                 settings.arborist_url,
                 http,
@@ -93,7 +113,8 @@ class Services:
                 secrets.parse(ref), version
             ),
         )
-        # Served only while the registry holds no bucket (SPEC §8); a malformed file stops startup.
+        # Served only while the registry holds no bucket (docs/migration.md); a malformed file
+        # stops startup.
         fallback = (
             FenceConfigSource.load(
                 settings.fence_config, endpoint_allowlist=settings.endpoint_allowlist
@@ -117,6 +138,7 @@ class Services:
             db=db,
             http=http,
             tokens=tokens,
+            authenticator=Authenticator(tokens, service_tokens),
             authorizer=authorizer,
             registry=registry,
             secrets=secrets,
@@ -152,6 +174,7 @@ class Services:
             self.directory.defaults,
             self.secrets.cache,
             self.tokens.cache,
+            *([self.authenticator.services.cache] if self.authenticator.services else []),
             self.storage.sts.session_cache,
             self.storage.signer_cache,
         ]

@@ -30,6 +30,12 @@ class Unauthenticated(RegistryError):
     code = "unauthenticated"
 
 
+class OnBehalfOfInvalid(Unauthenticated):
+    """The user token a trusted caller relayed failed, not the caller's own token."""
+
+    code = "on_behalf_of_invalid"
+
+
 class AccessDenied(RegistryError):
     status_code = 403
     code = "forbidden"

@@ -1,4 +1,4 @@
-"""The data path: who may presign what (SPEC §5), and the signing calls behind it.
+"""The data path: who may presign what (docs/authorization.md), and the signing calls behind it.
 
 Each decision is logged as one structured line (user, bucket, key, op, allowed or denied and
 why, request id) — the commons' centralized access audit. Credentials never appear in it.
@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app.access.delegation import DEFAULT_METHOD, ROOT_RESOURCE, Delegation, covers, uncovered
 from app.access.directory import BucketDirectory
 from app.authz.arborist import Authorizer
 from app.authz.tokens import Identity
@@ -30,12 +31,10 @@ decisions_log = logging.getLogger("bucket_registry.decisions")
 
 # The actions Fence checks today, so existing user.yaml policies keep working.
 FENCE_SERVICE = "fence"
-ARBORIST_METHOD = {
-    Op.READ: "read-storage",
-    Op.WRITE: "write-storage",
-    Op.MULTIPART: "write-storage",
-    Op.DELETE: "delete",
-}
+ARBORIST_METHOD = DEFAULT_METHOD
+
+# Who a data-path request is for: a user calling directly, or a trusted caller acting for one.
+Requester = Identity | Delegation
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +58,7 @@ class AccessService:
         self._count = count
 
     async def authorize(
-        self, identity: Identity, bucket_name: str, key: str, op: Op, *, action: str
+        self, identity: Requester, bucket_name: str, key: str, op: Op, *, action: str
     ) -> Grant:
         """The bucket and the resource path that grants ``op`` on ``key``, or an error.
 
@@ -70,7 +69,10 @@ class AccessService:
         try:
             validate_key(key)
             bucket = await self.directory.get(bucket_name)
-            grant = await self._decide(identity, bucket, key, op)
+            if isinstance(identity, Delegation):
+                grant = await self._decide_delegated(identity, bucket, key, op)
+            else:
+                grant = await self._decide(identity, bucket, key, op)
         except RegistryError as exc:
             self._log(identity, bucket_name, key, op, action, allowed=False, reason=exc.message)
             if self._count is not None:
@@ -98,7 +100,8 @@ class AccessService:
             raise AccessDenied(f"no binding on bucket {bucket.name!r} allows {op} on this key")
         method = ARBORIST_METHOD[op]
         outage: DependencyUnavailable | None = None
-        seen: set[str] = set()
+        # Arborist holds no resource at "/": a root binding serves trusted callers' records only.
+        seen: set[str] = {ROOT_RESOURCE}
         for binding in bindings:
             if binding.resource_path in seen:
                 continue
@@ -116,9 +119,38 @@ class AccessService:
             f"{method} is not granted on any resource bound to this key of {bucket.name!r}"
         )
 
+    async def _decide_delegated(
+        self, delegation: Delegation, bucket: BucketRecord, key: str, op: Op
+    ) -> Grant:
+        if not bucket.is_active:
+            raise BucketSuspended(f"bucket {bucket.name!r} is suspended")
+        bindings = bucket.bindings_for(key, op)
+        if delegation.legacy is not None:
+            needed = delegation.legacy.resource
+            if not any(covers(binding.resource_path, needed) for binding in bindings):
+                raise AccessDenied(
+                    f"no binding on bucket {bucket.name!r} serves {op} on this key for"
+                    f" {delegation.legacy.value}-rule records (it needs one covering {needed})"
+                )
+            return Grant(bucket, f"legacy rule {delegation.legacy.value}, decided by the caller")
+        missing = uncovered(bindings, delegation.authz)
+        if missing:
+            raise AccessDenied(
+                f"bucket {bucket.name!r} does not serve {op} on this key for"
+                f" {', '.join(missing)}: no binding covers it"
+            )
+        methods = delegation.methods_for(op)
+        if not await self.authorizer.authorize_all(
+            delegation.principal, FENCE_SERVICE, methods, delegation.authz
+        ):
+            raise AccessDenied(
+                f"{' and '.join(methods)} not granted on every resource of the record"
+            )
+        return Grant(bucket, ", ".join(delegation.authz))
+
     async def presign(
         self,
-        identity: Identity,
+        identity: Requester,
         bucket: str,
         key: str,
         op: Op,
@@ -135,14 +167,14 @@ class AccessService:
             grant.bucket, key, op, expires_in, params=params, resumable=resumable
         )
 
-    async def multipart_init(self, identity: Identity, bucket: str, key: str) -> str:
+    async def multipart_init(self, identity: Requester, bucket: str, key: str) -> str:
         grant = await self.authorize(identity, bucket, key, Op.MULTIPART, action="multipart_init")
         signer = await self.storage.signer_for(grant.bucket, min_lifetime=1)
         return await signer.create_multipart_upload(key)
 
     async def multipart_presign(
         self,
-        identity: Identity,
+        identity: Requester,
         bucket: str,
         key: str,
         upload_id: str,
@@ -158,7 +190,7 @@ class AccessService:
 
     async def multipart_complete(
         self,
-        identity: Identity,
+        identity: Requester,
         bucket: str,
         key: str,
         upload_id: str,
@@ -171,7 +203,7 @@ class AccessService:
         await signer.complete_multipart_upload(key, upload_id, sorted(parts))
 
     async def multipart_abort(
-        self, identity: Identity, bucket: str, key: str, upload_id: str
+        self, identity: Requester, bucket: str, key: str, upload_id: str
     ) -> None:
         grant = await self.authorize(identity, bucket, key, Op.MULTIPART, action="multipart_abort")
         signer = await self.storage.signer_for(grant.bucket, min_lifetime=1)
@@ -179,7 +211,7 @@ class AccessService:
 
     @staticmethod
     def _log(
-        identity: Identity,
+        identity: Requester,
         bucket: str,
         key: str,
         op: Op,

@@ -1,4 +1,5 @@
-"""Admin API (SPEC §4): thin handlers over ``RegistryService``; every route needs bucket_admin."""
+"""Admin API (docs/api.md): thin handlers over ``RegistryService``; every route needs
+bucket_admin."""
 
 from __future__ import annotations
 

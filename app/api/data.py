@@ -1,11 +1,12 @@
-"""Data path (SPEC §4): presigned URLs and multipart uploads, with the end user's token."""
+"""Data path (docs/api.md): presigned URLs and multipart uploads, with the end user's token."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.api.deps import BEARER_SECURITY, CallerDep
+from app.api.delegation import requester_for
+from app.api.deps import BEARER_SECURITY, TrustedOrUserCallerDep
 from app.api.errors import documented_errors
 from app.api.schemas import (
     MultipartAbort,
@@ -52,9 +53,9 @@ def _url(signed: PresignedRequest) -> JSONResponse:
     summary="Sign a read, write or delete URL",
     openapi_extra=BEARER_SECURITY,
 )
-async def presign(body: PresignRequest, caller: CallerDep) -> JSONResponse:
+async def presign(body: PresignRequest, caller: TrustedOrUserCallerDep) -> JSONResponse:
     signed = await caller.services.access.presign(
-        caller.identity,
+        await requester_for(caller.services, caller.caller, body),
         body.bucket,
         body.key,
         Op(body.op),
@@ -71,10 +72,10 @@ async def presign(body: PresignRequest, caller: CallerDep) -> JSONResponse:
     summary="Start a multipart upload",
     openapi_extra=BEARER_SECURITY,
 )
-async def multipart_init(body: MultipartInit, caller: CallerDep) -> MultipartStarted:
-    access = caller.services.access
+async def multipart_init(body: MultipartInit, caller: TrustedOrUserCallerDep) -> MultipartStarted:
+    requester = await requester_for(caller.services, caller.caller, body)
     return MultipartStarted(
-        upload_id=await access.multipart_init(caller.identity, body.bucket, body.key)
+        upload_id=await caller.services.access.multipart_init(requester, body.bucket, body.key)
     )
 
 
@@ -84,9 +85,12 @@ async def multipart_init(body: MultipartInit, caller: CallerDep) -> MultipartSta
     summary="Sign one part's upload URL",
     openapi_extra=BEARER_SECURITY,
 )
-async def multipart_presign(body: MultipartPartRequest, caller: CallerDep) -> JSONResponse:
+async def multipart_presign(
+    body: MultipartPartRequest, caller: TrustedOrUserCallerDep
+) -> JSONResponse:
+    requester = await requester_for(caller.services, caller.caller, body)
     signed = await caller.services.access.multipart_presign(
-        caller.identity, body.bucket, body.key, body.upload_id, body.part_number, body.expires_in
+        requester, body.bucket, body.key, body.upload_id, body.part_number, body.expires_in
     )
     return _url(signed)
 
@@ -97,10 +101,11 @@ async def multipart_presign(body: MultipartPartRequest, caller: CallerDep) -> JS
     summary="Complete a multipart upload",
     openapi_extra=BEARER_SECURITY,
 )
-async def multipart_complete(body: MultipartComplete, caller: CallerDep) -> Ok:
+async def multipart_complete(body: MultipartComplete, caller: TrustedOrUserCallerDep) -> Ok:
     parts = [(part.part_number, part.etag) for part in body.parts]
+    requester = await requester_for(caller.services, caller.caller, body)
     await caller.services.access.multipart_complete(
-        caller.identity, body.bucket, body.key, body.upload_id, parts
+        requester, body.bucket, body.key, body.upload_id, parts
     )
     return Ok()
 
@@ -111,8 +116,7 @@ async def multipart_complete(body: MultipartComplete, caller: CallerDep) -> Ok:
     summary="Abort a multipart upload",
     openapi_extra=BEARER_SECURITY,
 )
-async def multipart_abort(body: MultipartAbort, caller: CallerDep) -> Ok:
-    await caller.services.access.multipart_abort(
-        caller.identity, body.bucket, body.key, body.upload_id
-    )
+async def multipart_abort(body: MultipartAbort, caller: TrustedOrUserCallerDep) -> Ok:
+    requester = await requester_for(caller.services, caller.caller, body)
+    await caller.services.access.multipart_abort(requester, body.bucket, body.key, body.upload_id)
     return Ok()

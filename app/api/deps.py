@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.authz.callers import ServiceCaller
 from app.authz.tokens import Identity
 from app.container import Services
 from app.errors import AccessDenied, Unauthenticated
@@ -27,10 +28,13 @@ async def current_identity(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Identity:
-    """The verified caller: 401 for a missing, malformed, expired or foreign token."""
+    """The verified caller: 401 for a missing, malformed, expired or foreign token, or one
+    without the admin scopes."""
     if credentials is None or not credentials.credentials:
         raise Unauthenticated("an access token is required (Authorization: Bearer <token>)")
-    return await services.tokens.verify(credentials.credentials)
+    return await services.authenticator.authenticate_user(
+        credentials.credentials, scopes=services.settings.admin_scopes
+    )
 
 
 IdentityDep = Annotated[Identity, Depends(current_identity)]
@@ -58,6 +62,14 @@ class Caller:
     identity: Identity
 
 
+@dataclass(frozen=True, slots=True)
+class TrustedOrUserCaller:
+    """A data-path caller that may also be a trusted service (which then acts for a user)."""
+
+    services: Services
+    caller: Identity | ServiceCaller
+
+
 # Declares the bearer requirement in OpenAPI for routes that authenticate through ``Caller``.
 BEARER_SECURITY: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
 
@@ -70,17 +82,35 @@ def bearer_token(header: str | None) -> str:
 
 
 async def authenticated_caller(request: Request) -> Caller:
-    """The service container and the verified caller, as ONE dependency.
+    """The service container and the verified user (with the data scopes), as ONE dependency.
 
     The data path runs on every transfer; each FastAPI dependency level costs tens of
     microseconds there, so this does in one step what ``ServicesDep`` + ``IdentityDep`` do.
     """
     services: Services = request.app.state.services
     token = bearer_token(request.headers.get("authorization"))
-    return Caller(services, await services.tokens.verify(token))
+    identity = await services.authenticator.authenticate_user(
+        token, scopes=services.settings.data_scopes
+    )
+    return Caller(services, identity)
+
+
+async def trusted_or_user_caller(request: Request) -> TrustedOrUserCaller:
+    """Like ``authenticated_caller``, but a trusted service's token is accepted too.
+
+    A user still needs the data scopes; a service caller carries none and must be listed in
+    ``TRUSTED_CALLERS`` (403 otherwise). What it may do for which user is the route's to decide.
+    """
+    services: Services = request.app.state.services
+    token = bearer_token(request.headers.get("authorization"))
+    who = await services.authenticator.authenticate(
+        token, scopes=services.settings.data_scopes, allow_service=True
+    )
+    return TrustedOrUserCaller(services, who)
 
 
 CallerDep = Annotated[Caller, Depends(authenticated_caller)]
+TrustedOrUserCallerDep = Annotated[TrustedOrUserCaller, Depends(trusted_or_user_caller)]
 
 
 def actor_for(request: Request, identity: Identity) -> Actor:

@@ -1,4 +1,5 @@
-"""Resolve (SPEC §4): non-secret bucket metadata for Fence. Any valid token; no Arborist check."""
+"""Resolve (docs/api.md): non-secret bucket metadata for Fence. Any valid token; no Arborist
+check."""
 
 from __future__ import annotations
 

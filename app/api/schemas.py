@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from app.registry.records import AuthMode, BucketStatus, Provider
 from app.registry.schemas import AllowedOps, StrictModel
@@ -20,7 +20,65 @@ ObjectKey = Field(min_length=1, max_length=4096, description="Object key (≤ 10
 UploadId = Field(min_length=1, max_length=1024, pattern=r"^[\x21-\x7e]+$")
 
 
-class PresignRequest(StrictModel):
+_AUDIT_VALUE = Field(default=None, min_length=1, max_length=256, pattern=r"^[\x21-\x7e ]+$")
+
+
+class OnBehalfOf(StrictModel):
+    """Exactly one of: the user's access token, a user name (e.g. a GA4GH passport holder's),
+    or ``anonymous: true`` (Arborist's anonymous policies)."""
+
+    token: str | None = Field(default=None, min_length=1, max_length=16_384)
+    username: str | None = Field(default=None, min_length=1, max_length=256)
+    anonymous: Literal[True] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> OnBehalfOf:
+        given = [name for name in ("token", "username", "anonymous") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of token, username or anonymous")
+        return self
+
+
+class AuditParams(StrictModel):
+    """Signed into GET URLs so the store's access logs name the user (as gen3cirrus does)."""
+
+    user_id: str | None = _AUDIT_VALUE
+    username: str | None = _AUDIT_VALUE
+    client_id: str | None = _AUDIT_VALUE
+
+
+class OnBehalf(StrictModel):
+    """Fields only a trusted caller (Fence) may send: whom it acts for, the record's authz."""
+
+    on_behalf_of: OnBehalfOf | None = Field(
+        default=None, description="Trusted callers only: the principal the request is for"
+    )
+    authz: list[str] | None = Field(
+        default=None,
+        max_length=32,
+        description="Trusted callers only: the record's authz; every path is checked",
+    )
+    method: str | list[str] | None = Field(
+        default=None,
+        description="Trusted callers only: Arborist method(s) to require, all of them",
+    )
+    audit: AuditParams | None = Field(
+        default=None, description="Trusted callers only: signed into GET URLs"
+    )
+    legacy: Literal["acl", "uploader"] | None = Field(
+        default=None,
+        description="Trusted callers only, with authz []: decided by Fence's legacy rule",
+    )
+
+    @property
+    def delegates(self) -> bool:
+        return any(
+            value is not None
+            for value in (self.on_behalf_of, self.authz, self.method, self.audit, self.legacy)
+        )
+
+
+class PresignRequest(OnBehalf):
     bucket: str = BucketName
     key: str = ObjectKey
     op: Literal["read", "write", "delete"]
@@ -44,7 +102,7 @@ class PresignedUrl(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
-class MultipartInit(StrictModel):
+class MultipartInit(OnBehalf):
     bucket: str = BucketName
     key: str = ObjectKey
 
@@ -53,7 +111,7 @@ class MultipartStarted(BaseModel):
     upload_id: str
 
 
-class MultipartPartRequest(StrictModel):
+class MultipartPartRequest(OnBehalf):
     bucket: str = BucketName
     key: str = ObjectKey
     upload_id: str = UploadId
@@ -66,14 +124,14 @@ class Part(StrictModel):
     etag: str = Field(min_length=1, max_length=1024)
 
 
-class MultipartComplete(StrictModel):
+class MultipartComplete(OnBehalf):
     bucket: str = BucketName
     key: str = ObjectKey
     upload_id: str = UploadId
     parts: list[Part] = Field(min_length=1, max_length=10_000)
 
 
-class MultipartAbort(StrictModel):
+class MultipartAbort(OnBehalf):
     bucket: str = BucketName
     key: str = ObjectKey
     upload_id: str = UploadId

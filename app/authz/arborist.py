@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import httpx
@@ -12,6 +12,7 @@ from gen3authz.client.arborist.async_client import ArboristClient
 from gen3authz.client.arborist.errors import ArboristError, ArboristTimeoutError
 
 from app.authz.policy import PolicyDocument
+from app.authz.principals import Principal, PrincipalKind
 from app.authz.tokens import Identity
 from app.cache import AsyncCache
 from app.errors import DependencyUnavailable
@@ -19,13 +20,35 @@ from app.errors import DependencyUnavailable
 log = logging.getLogger(__name__)
 
 
+Who = Principal | Identity
+
+
+def principal_of(who: Who) -> Principal:
+    return who.principal if isinstance(who, Identity) else who
+
+
 class Authorizer(Protocol):
-    async def authorize(self, identity: Identity, service: str, method: str, resource: str) -> bool:
-        """True when Arborist grants ``service``/``method`` on ``resource`` to the token's user.
+    async def authorize(self, who: Who, service: str, method: str, resource: str) -> bool:
+        """True when Arborist grants ``service``/``method`` on ``resource`` to the principal.
 
         Raises ``DependencyUnavailable`` when no decision can be had: callers fail closed.
         """
         ...
+
+    async def authorize_all(
+        self, who: Who, service: str, methods: Sequence[str], resources: Sequence[str]
+    ) -> bool:
+        """True only when every method is granted on every resource (one question to Arborist)."""
+        ...
+
+
+def _checked(
+    methods: Sequence[str], resources: Sequence[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    # An empty question would be vacuously true; nothing asks it on purpose.
+    if not methods or not resources:
+        raise ValueError("authorize_all needs at least one method and one resource")
+    return tuple(methods), tuple(resources)
 
 
 class _BorrowedClient:
@@ -57,28 +80,48 @@ class _PooledArboristClient(ArboristClient):
         return await super().request(method, url, **kwargs)
 
 
+DecisionKey = tuple[str, str, tuple[str, ...], tuple[str, ...]]
+
+
 class DecisionCache:
-    """Remembers decisions per (token, service, method, resource), never past the token's expiry."""
+    """Remembers decisions per (principal, service, methods, resources).
+
+    The principal part is its cache key (a token's hash, a user name, ``anonymous``), and a
+    token's decisions never outlive the token.
+    """
 
     def __init__(self, ttl: float, max_entries: int) -> None:
         self.ttl = ttl
-        self.cache: AsyncCache[tuple[str, str, str, str], bool] = AsyncCache(
+        self.cache: AsyncCache[DecisionKey, bool] = AsyncCache(
             "authz_decisions", ttl=ttl, max_entries=max_entries
         )
 
-    async def decide(self, identity: Identity, service: str, method: str, resource: str, ask):
+    async def decide(
+        self,
+        principal: Principal,
+        service: str,
+        methods: tuple[str, ...],
+        resources: tuple[str, ...],
+        ask: Callable[[], Awaitable[bool]],
+    ) -> bool:
         if self.ttl <= 0:
             return await ask()
-        key = (identity.token_hash, service, method, resource)
+        key = (principal.cache_key, service, methods, resources)
         cached = self.cache.peek(key)
         if cached is not None:
             return cached
-        ttl = min(self.ttl, identity.seconds_left(time.time()))
+        left = principal.seconds_left(time.time())
+        ttl = self.ttl if left is None else min(self.ttl, left)
         return await self.cache.get(key, ask, ttl=ttl)
 
 
 class ArboristAuthorizer:
-    """Asks Arborist's ``/auth/request`` through the gen3authz client, on one pooled connection."""
+    """Asks Arborist's ``/auth/request`` through the gen3authz client, on one pooled connection.
+
+    Only a definite answer counts: HTTP 200 with ``{"auth": true|false}``. Anything else (a 401
+    when Arborist cannot judge the token, say because its own JWKS fetch failed, a 400, a 5xx, a
+    body of another shape) is an outage: 503, never cached, never a denial.
+    """
 
     def __init__(
         self,
@@ -90,35 +133,84 @@ class ArboristAuthorizer:
         observe: Callable[[str, float, bool], None] | None = None,
     ) -> None:
         self.client = _PooledArboristClient(http, arborist_base_url=base_url, timeout=timeout)
+        self._url = base_url.rstrip("/") + "/auth/request"
         self.decisions = decisions
         self.calls = 0
         self._observe = observe
 
-    async def authorize(self, identity: Identity, service: str, method: str, resource: str) -> bool:
+    async def authorize(self, who: Who, service: str, method: str, resource: str) -> bool:
+        return await self.authorize_all(who, service, [method], [resource])
+
+    async def authorize_all(
+        self, who: Who, service: str, methods: Sequence[str], resources: Sequence[str]
+    ) -> bool:
+        principal = principal_of(who)
+        method_list, resource_list = _checked(methods, resources)
+
         async def ask() -> bool:
-            self.calls += 1
-            started = time.perf_counter()
-            ok = False
-            try:
-                answer = bool(
-                    await self.client.auth_request(identity.token, service, [method], [resource])
-                )
+            return await self._ask(principal, service, method_list, resource_list)
+
+        return await self.decisions.decide(principal, service, method_list, resource_list, ask)
+
+    async def _ask(
+        self,
+        principal: Principal,
+        service: str,
+        methods: tuple[str, ...],
+        resources: tuple[str, ...],
+    ) -> bool:
+        # The same body gen3authz's auth_request builds; sent here so that the answer can be
+        # judged strictly (gen3authz turns any 200 body into bool() and raises on the rest).
+        body: dict[str, Any] = {
+            "requests": [
+                {"resource": resource, "action": {"service": service, "method": method}}
+                for resource in resources
+                for method in methods
+            ]
+        }
+        user = principal.arborist_user()
+        if user is not None:
+            body["user"] = user
+        self.calls += 1
+        started = time.perf_counter()
+        ok = False
+        try:
+            response = await self.client.post(self._url, json=body)
+            answer = response.json.get("auth") if isinstance(response.json, dict) else None
+            if response.code == 200 and isinstance(answer, bool):
                 ok = True
                 return answer
-            except ArboristError as exc:
-                code = getattr(exc, "code", None) or 500
-                if code >= 500:
-                    raise DependencyUnavailable("arborist") from None
-                # Arborist answers 4xx when it cannot judge this user/token: deny, do not error.
-                log.info("arborist refused to judge the request", extra={"status": code})
-                return False
-            except (ArboristTimeoutError, httpx.HTTPError, OSError) as exc:
-                raise DependencyUnavailable("arborist") from exc
-            finally:
-                if self._observe is not None:
-                    self._observe("arborist", time.perf_counter() - started, ok)
+            raise _undecided(principal, response.code, _error_message(response.json))
+        except ArboristError as exc:
+            # A body gen3authz could not even parse.
+            raise _undecided(principal, getattr(exc, "code", None), str(exc.message)) from None
+        except (ArboristTimeoutError, httpx.HTTPError, OSError) as exc:
+            raise DependencyUnavailable("arborist") from exc
+        finally:
+            if self._observe is not None:
+                self._observe("arborist", time.perf_counter() - started, ok)
 
-        return await self.decisions.decide(identity, service, method, resource, ask)
+
+def _undecided(principal: Principal, status: int | None, message: str) -> DependencyUnavailable:
+    """Logs why Arborist gave no decision (its own words, minus the token) and says 503."""
+    if principal.kind is PrincipalKind.TOKEN and principal.value:
+        message = message.replace(principal.value, "[token]")
+    log.warning(
+        "arborist gave no decision", extra={"status": status, "arborist_message": message[:500]}
+    )
+    return DependencyUnavailable("arborist", "arborist could not decide; retry later")
+
+
+def _error_message(body: object) -> str:
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(error, str):
+            return error
+        if "auth" in body:
+            return f"auth is not a boolean: {type(body['auth']).__name__}"
+    return "unexpected response body"
 
 
 class LocalPolicyAuthorizer:
@@ -128,6 +220,21 @@ class LocalPolicyAuthorizer:
         self.document = document
         self.calls = 0
 
-    async def authorize(self, identity: Identity, service: str, method: str, resource: str) -> bool:
+    async def authorize(self, who: Who, service: str, method: str, resource: str) -> bool:
+        return await self.authorize_all(who, service, [method], [resource])
+
+    async def authorize_all(
+        self, who: Who, service: str, methods: Sequence[str], resources: Sequence[str]
+    ) -> bool:
+        principal = principal_of(who)
+        method_list, resource_list = _checked(methods, resources)
         self.calls += 1
-        return self.document.allows(identity.username, service, method, resource)
+        # A token reaches here verified, with its user already read from it.
+        username = principal.username if principal.kind is not PrincipalKind.ANONYMOUS else None
+        if principal.kind is PrincipalKind.TOKEN and username is None:
+            return False
+        return all(
+            self.document.allows(username, service, method, resource)
+            for resource in resource_list
+            for method in method_list
+        )

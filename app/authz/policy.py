@@ -3,24 +3,67 @@
 The file uses the ``authz`` section of a Gen3 ``user.yaml`` (resources, roles, policies) plus a
 ``users`` map of user name → policy ids, so a policy written here carries over to a real
 Arborist unchanged. Semantics follow Arborist: a grant on ``/a`` covers ``/a/b`` (whole path
-segments), and ``*`` as a permission's service or method matches any.
+segments), ``*`` as a permission's service or method matches any, user names match whatever
+their case, a resource without a leading ``/`` is a tag (none are defined here, so it grants
+nothing), and ``anonymous_policies`` / ``all_users_policies`` hold for everyone / every user.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 import yaml
 
+# PostgreSQL's ltree (where Arborist keeps resource paths): labels of letters, digits and
+# underscores, at most 255 characters each before PostgreSQL 16 (1000 from 16 on).
+LTREE_LABEL_MAX = 255
+_LTREE_LABEL = re.compile(r"[A-Za-z0-9_]+")
+
+
+class LtreeSyntaxError(ValueError):
+    """Arborist's database would refuse this path (Arborist answers 400)."""
+
+
+def arborist_ltree(path: str) -> list[str]:
+    """The ltree labels Arborist turns a resource path into, or ``LtreeSyntaxError``.
+
+    Arborist first "underscore-encodes" the path (``_ - . ~`` become ``_S0`` .. ``_S3``, the rest
+    is query-escaped with ``%`` turned into ``__``, so a space becomes ``+``), then maps ``/`` to
+    ``.`` and drops leading dots. An empty result (the path ``/``) names no resource at all.
+    """
+    if not path.startswith("/"):
+        raise LtreeSyntaxError("a resource path starts with '/' (anything else is a tag)")
+    encoded = path
+    for char, code in (("_", "_S0"), ("-", "_S1"), (".", "_S2"), ("~", "_S3")):
+        encoded = encoded.replace(char, code)
+    encoded = quote_plus(encoded, safe="/").replace("%", "__")
+    dotted = encoded.replace("/", ".").lstrip(".")
+    if not dotted:
+        raise LtreeSyntaxError("missing resource in auth request")
+    labels = dotted.split(".")
+    for label in labels:
+        if not _LTREE_LABEL.fullmatch(label):
+            raise LtreeSyntaxError("ltree syntax error")
+        if len(label) > LTREE_LABEL_MAX:
+            raise LtreeSyntaxError(f"label string is too long (at most {LTREE_LABEL_MAX})")
+    return labels
+
 
 def path_covers(granted: str, requested: str) -> bool:
-    """True when ``granted`` is ``requested`` or one of its ancestors, segment by segment."""
-    granted_parts = [part for part in granted.split("/") if part]
-    requested_parts = [part for part in requested.split("/") if part]
-    return requested_parts[: len(granted_parts)] == granted_parts
+    """True when ``granted`` is ``requested`` or one of its ancestors, as ltree compares them."""
+    if not requested.startswith("/") or not granted.startswith("/"):
+        return False
+    try:
+        granted_labels = arborist_ltree(granted)
+        requested_labels = arborist_ltree(requested)
+    except LtreeSyntaxError:
+        return False
+    return requested_labels[: len(granted_labels)] == granted_labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +92,15 @@ class PolicyDocument:
             for policy in authz.get("policies", [])
         }
         users = document.get("users") or {}
-        self._users: dict[str, list[str]] = {
-            name: list((info or {}).get("policies", [])) for name, info in users.items()
+        self._users: dict[str, list[str]] = {}
+        for name, info in users.items():
+            self._users.setdefault(str(name).lower(), []).extend((info or {}).get("policies", []))
+        clients = document.get("clients") or {}
+        self._clients: dict[str, list[str]] = {
+            str(client): list((info or {}).get("policies", [])) for client, info in clients.items()
         }
         self._anonymous: list[str] = list(authz.get("anonymous_policies", []))
+        self._all_users: list[str] = list(authz.get("all_users_policies", []))
 
     @classmethod
     def load(cls, path: Path) -> PolicyDocument:
@@ -61,7 +109,11 @@ class PolicyDocument:
     def user_policies(self, username: str | None) -> list[str]:
         if username is None:
             return list(self._anonymous)
-        return self._users.get(username, []) + self._anonymous
+        return self._users.get(username.lower(), []) + self._all_users + self._anonymous
+
+    def client_policies(self, client_id: str) -> list[str]:
+        """A client's own policies; Arborist adds no group policies to a client."""
+        return list(self._clients.get(client_id, []))
 
     def allows(
         self,

@@ -74,7 +74,7 @@ def mint_dev_token(mode: DevMode, user: str, *, lifetime: int = 3600) -> str:
         "exp": now + lifetime,
         "jti": uuid.uuid4().hex,
         "pur": "access",
-        "scope": ["openid", "user"],
+        "scope": ["openid", "user", "data"],
         "context": {"user": {"name": user}},
     }
     return jwt.encode(claims, _private_key(mode), algorithm="RS256", headers={"kid": DEV_KID})

@@ -80,7 +80,7 @@ class AwsCredential:
         return bool(self.access_key_id and self.secret_access_key)
 
     def payload(self) -> dict[str, str]:
-        """The keys in the registry's static-secret shape (SPEC §6)."""
+        """The keys in the registry's static-secret shape (docs/secrets.md)."""
         if not self.has_keys:
             raise ValueError(f"AWS_CREDENTIALS.{self.name} holds no keys")
         assert self.access_key_id is not None and self.secret_access_key is not None

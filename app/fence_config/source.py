@@ -1,4 +1,4 @@
-"""Serve buckets from a mounted fence-config.yaml while the registry holds none (SPEC §8).
+"""Serve buckets from a mounted fence-config.yaml while the registry holds none (docs/migration.md).
 
 A cluster can point Fence at the registry before anything is imported: with
 ``BUCKET_REGISTRY_FENCE_CONFIG`` set and an empty registry, ``/resolve`` and ``/presign`` answer

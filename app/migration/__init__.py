@@ -1,4 +1,4 @@
-"""Moving a commons from Fence's YAML buckets to the registry (SPEC §8).
+"""Moving a commons from Fence's YAML buckets to the registry (docs/migration.md).
 
 ``fence_config`` parses fence-config.yaml, ``mapping`` turns its entries into registrations,
 ``importer`` plans and applies an import (``report`` renders it), ``exporter`` writes the

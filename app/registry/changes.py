@@ -15,7 +15,7 @@ from typing import Any
 from app.registry.keys import validate_prefix
 from app.registry.models import Bucket
 from app.registry.records import Op
-from app.registry.validation import validate_allowed_ops, validate_resource_path
+from app.registry.validation import validate_allowed_ops, validate_binding_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ class BindingSpec:
         """A validated binding (``InvalidInput`` names the bad field)."""
         allowed = validate_allowed_ops(ops)
         return cls(
-            validate_resource_path(resource_path),
+            validate_binding_path(resource_path),
             frozenset(op for op, on in allowed.items() if on),
             validate_prefix(prefix) if prefix is not None else None,
         )

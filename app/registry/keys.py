@@ -1,4 +1,4 @@
-"""Object keys and prefixes a caller may name (SPEC §5).
+"""Object keys and prefixes a caller may name (docs/authorization.md).
 
 The rules keep a signed URL pointing where the authorization decision thought it would: a
 leading ``/``, ``.``/``..`` segments or control characters can make proxies, S3-compatible

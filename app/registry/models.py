@@ -1,4 +1,4 @@
-"""Registry tables (SPEC §3). Credentials are never columns: only references to them."""
+"""Registry tables (docs/data-model.md). Credentials are never columns: only references to them."""
 
 from __future__ import annotations
 

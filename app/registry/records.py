@@ -75,7 +75,7 @@ class BindingRecord:
     allowed_ops: frozenset[Op]
 
     def covers(self, key: str, op: Op) -> bool:
-        """True when this binding applies to ``key`` and allows ``op`` (SPEC §5)."""
+        """True when this binding applies to ``key`` and allows ``op`` (docs/authorization.md)."""
         return op in self.allowed_ops and key.startswith(self.prefix)
 
 

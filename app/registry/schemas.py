@@ -3,7 +3,7 @@ takes them as request bodies; the importer validates fence-config entries with t
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from app.registry.records import AuthMode, BucketStatus, Provider
 
@@ -51,6 +51,24 @@ class BucketUpdate(StrictModel):
     data_upload_allowed: StrictBool | None = None
     is_default_upload: StrictBool | None = None
     requester_pays: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _required_fields_cannot_be_cleared(self) -> BucketUpdate:
+        # ``None`` is how an optional field is cleared; these have no "unset" value.
+        for name in _NOT_CLEARABLE:
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+_NOT_CLEARABLE = (
+    "provider",
+    "auth_mode",
+    "labels",
+    "data_upload_allowed",
+    "is_default_upload",
+    "requester_pays",
+)
 
 
 class PrefixCreate(StrictModel):

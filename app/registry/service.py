@@ -43,8 +43,8 @@ from app.registry.records import (
 from app.registry.schemas import BindingCreate, BucketCreate, BucketUpdate
 from app.registry.validation import (
     validate_allowed_ops,
+    validate_binding_path,
     validate_bucket_spec,
-    validate_resource_path,
 )
 
 NOTIFY_CHANNEL = "bucket_registry"
@@ -426,7 +426,7 @@ class RegistryService:
     async def add_binding(
         self, name: str, data: BindingCreate, actor: Actor
     ) -> BucketPolicyBinding:
-        resource_path = validate_resource_path(data.resource_path)
+        resource_path = validate_binding_path(data.resource_path)
         allowed_ops = validate_allowed_ops(data.allowed_ops.model_dump())
         async with self.db.transaction() as session:
             bucket = await self._get(session, name)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from app.authz.policy import LtreeSyntaxError, arborist_ltree
 from app.errors import InvalidInput
 from app.registry.records import AuthMode, Op, Provider
 
@@ -43,7 +44,10 @@ _ALWAYS_BLOCKED_NETS = (
 )
 _PRIVATE_SUFFIXES = (".local", ".internal", ".localdomain", ".svc", ".cluster.local", ".localhost")
 
-RESOURCE_PATH_RE = re.compile(r"^(/[A-Za-z0-9_.~*@:+-][A-Za-z0-9_.~*@:+ -]*)+$")
+MAX_RESOURCE_PATH = 1024
+# Characters a resource path segment may hold. Arborist would store more (it escapes almost
+# everything), but not a space, which its escaping turns into a '+' that ltree refuses.
+_RESOURCE_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.~*@:+-]+$")
 
 
 def _looks_like_ip(name: str) -> bool:
@@ -203,15 +207,54 @@ def validate_labels(labels: Mapping[str, Any]) -> dict[str, str]:
     return clean
 
 
-def validate_resource_path(path: str) -> str:
-    if not RESOURCE_PATH_RE.match(path) or "//" in path or len(path) > 1024:
-        raise InvalidInput(
-            "resource_path: must be an Arborist path such as /programs/DEV/projects/ABC"
-            " (starts with '/', no empty segments)"
-        )
-    if any(segment in (".", "..") for segment in path.split("/")):
-        raise InvalidInput("resource_path: '.' and '..' segments are not allowed")
-    return path.rstrip("/") or "/"
+def resource_path_problem(path: object) -> str | None:
+    """Why Arborist could never grant anything on ``path``, or None when it is a usable path.
+
+    Arborist keeps resource paths as PostgreSQL ltree values; a path it cannot turn into one
+    makes every auth request on it fail (400), so a binding to it could never grant.
+    """
+    if not isinstance(path, str) or not path:
+        return "must be an Arborist path such as /programs/DEV/projects/ABC"
+    if not path.startswith("/"):
+        return "must start with '/' (Arborist reads anything else as a tag, which never matches)"
+    if len(path) > MAX_RESOURCE_PATH:
+        return f"must be at most {MAX_RESOURCE_PATH} characters"
+    if path == "/":
+        return "'/' names no Arborist resource (Arborist refuses it); bind a path such as /programs"
+    segments = path[1:].split("/")
+    if "" in segments:
+        where = "a trailing '/'" if segments[-1] == "" else "'//'"
+        return f"{where} makes an empty segment, which Arborist's ltree paths cannot hold"
+    for segment in segments:
+        if segment in (".", ".."):
+            return "'.' and '..' segments are not allowed"
+        if not _RESOURCE_SEGMENT_RE.match(segment):
+            if any(ch.isspace() for ch in segment):
+                return "spaces are not allowed (Arborist's ltree paths cannot hold them)"
+            return (
+                "segments may hold only letters, digits and _ . ~ * @ : + -"
+                f" (found {segment[:40]!r})"
+            )
+    try:
+        arborist_ltree(path)
+    except LtreeSyntaxError as exc:
+        return f"Arborist cannot store this path: {exc}"
+    return None
+
+
+def validate_resource_path(path: str, *, field: str = "resource_path") -> str:
+    """``path`` if Arborist can grant on it; ``InvalidInput`` (400) naming ``field`` otherwise."""
+    problem = resource_path_problem(path)
+    if problem is not None:
+        raise InvalidInput(f"{field}: {problem}")
+    return path
+
+
+def validate_binding_path(path: str) -> str:
+    """A binding's resource path: one Arborist can grant on, or ``/`` alone — the root binding,
+    which serves every resource to trusted callers (it never grants a direct user, since
+    Arborist holds no resource at ``/``)."""
+    return path if path == "/" else validate_resource_path(path)
 
 
 def validate_allowed_ops(ops: Mapping[str, Any]) -> dict[str, bool]:

@@ -1,6 +1,6 @@
 """Secret references, the payload type and the protocol every secrets backend implements.
 
-A ``secret_ref`` names its backend by scheme (SPEC §6)::
+A ``secret_ref`` names its backend by scheme (docs/secrets.md)::
 
     aws-sm://name-or-arn            arn:aws:secretsmanager:...   (bare ARN → default backend)
     gcp-sm://projects/P/secrets/S   vault://mount/path           (KV v2; mount = first segment)

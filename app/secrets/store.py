@@ -84,7 +84,7 @@ _Outcome = SecretPayload | _Refusal
 class SecretStore:
     """Resolves ``secret_ref`` strings to payloads, caching by ``(ref, version)``.
 
-    Promises (SPEC §6): concurrent misses for one key make one backend call; a payload is
+    Promises (docs/secrets.md): concurrent misses for one key make one backend call; a payload is
     reused for ``secret_cache_ttl`` (with jitter); when a backend is unavailable, the last good
     payload is served for up to ``secret_grace_period`` past its expiry (counted in
     ``cache.stats.stale_served`` and logged as a warning without the value). A backend's "not

@@ -1,4 +1,2 @@
-"""Per-provider clients that sign URLs for a store and make the few calls behind them.
-
-``service.StorageService``... see docs/architecture.md.
-"""
+"""Per-provider clients that sign URLs for a store and make the few calls behind them
+(docs/signing.md). The layers above use ``service.StorageService``."""

@@ -15,7 +15,7 @@ from app.errors import SecretNotFound
 
 
 class SecretSource(Protocol):
-    """Resolves a bucket's ``secret_ref`` to its payload (see SPEC §6 for the shapes)."""
+    """Resolves a bucket's ``secret_ref`` to its payload (see docs/secrets.md for the shapes)."""
 
     async def get(self, raw_ref: str, version: str | None) -> Mapping[str, str]: ...
 

@@ -1,5 +1,5 @@
 """Dependency outages through real processes on 127.0.0.1: the service degrades safely and
-recovers on its own (SPEC §10)."""
+recovers on its own (docs/targets.md)."""
 
 from __future__ import annotations
 
@@ -232,3 +232,28 @@ async def test_sts_throttling_is_retried_then_503_never_500(
         assert recovered.status_code == 200, recovered.text
     finally:
         sts.stop()
+
+
+async def test_arborist_unable_to_judge_a_token_is_503_and_never_cached(
+    make_flow, moto, gateway, caplog
+) -> None:
+    """Arborist answers 401 when its own JWKS fetch fails: an outage, not a denial."""
+    flow: Flow = await make_flow(authz_cache_ttl=30)
+    await prepared(flow, moto, gateway)
+    token = flow.user("submitter")["Authorization"].removeprefix("Bearer ")
+    flow.arborist.jwks_broken = True
+    for _ in range(2):
+        down = await flow.presign("submitter", "minio-abc", "k/a", "read")
+        assert down.status_code == 503, down.text
+    told = [getattr(record, "arborist_message", "") for record in caplog.records]
+    assert any("error decoding token" in message for message in told)
+    assert all(token not in repr(record.__dict__) for record in caplog.records)
+    flow.arborist.jwks_broken = False
+    # Had the 401 been cached as a denial this would be 403 for the next 30 s.
+    assert (await flow.presign("submitter", "minio-abc", "k/a", "read")).status_code == 200
+
+    # A truthy non-boolean is no grant either (a user with no cached decision yet).
+    flow.arborist.grant("reviewer", "reader", PROJECT)
+    flow.arborist.answer_with = (200, {"auth": "yes"})
+    assert (await flow.presign("reviewer", "minio-abc", "k/b", "read")).status_code == 503
+    flow.arborist.answer_with = None

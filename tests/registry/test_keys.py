@@ -1,4 +1,4 @@
-"""Object keys and prefixes (SPEC §5)."""
+"""Object keys and prefixes (docs/authorization.md)."""
 
 from __future__ import annotations
 

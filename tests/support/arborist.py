@@ -1,8 +1,22 @@
-"""An Arborist stub over real HTTP, speaking Arborist's ``/auth/request`` wire format.
+"""An Arborist stub over real HTTP, speaking Arborist's ``/auth/request`` wire format and
+answering as Arborist's own handler does (uc-cdis/arborist ``handleAuthRequest``):
 
-It decodes the caller's token the way Arborist does (signature, expiry; user from
-``context.user.name``, client from ``azp``), then evaluates Arborist-format policies.
-Faults can be switched on: down (connection refused), erroring (500) and slow.
+* ``user.token``: decoded like Arborist (signature and expiry; the ``scope`` claim must be a
+  list holding ``openid``, or the request's ``user.scope``; ``context`` required) → 401 when it
+  cannot; the user comes from ``context.user.name``, the client from ``azp``;
+* ``user.user_id``: that user, no token involved; no ``user`` at all: the anonymous policies;
+* user names match case-insensitively; a user also holds the anonymous and all-users policies;
+* a token naming a client (``azp``) is granted only what both the user and the client hold
+  (a client's policies are its own, without group policies);
+* a token with neither a user nor a client → 400;
+* resource paths become ltree (malformed → 400 "ltree syntax error"); a resource without a
+  leading ``/`` is a tag, and the stub defines none, so it is never granted;
+* several requests: the first denial answers false, later requests are not even looked at.
+
+Faults can be switched on: down (connection refused), ``fail_with`` (that status, Arborist's
+error body), ``answer_with`` (any status and JSON body), ``answer_raw`` (any status and
+bytes, e.g. a proxy's HTML page), ``jwks_broken`` (Arborist cannot fetch its
+own keys: every token → 401) and ``delay``.
 """
 
 from __future__ import annotations
@@ -14,7 +28,7 @@ from typing import Any
 
 import jwt
 
-from app.authz.policy import PolicyDocument
+from app.authz.policy import LtreeSyntaxError, PolicyDocument, arborist_ltree
 from tests.support.fence import FenceIssuer
 from tests.support.net import BackgroundHTTPServer, JsonHandler
 
@@ -41,8 +55,18 @@ ROLES = [
             {"id": "d", "action": {"service": "fence", "method": "delete"}},
         ],
     },
+    {
+        "id": "uploader",
+        "permissions": [{"id": "u", "action": {"service": "fence", "method": "file_upload"}}],
+    },
     {"id": "everything", "permissions": [{"id": "all", "action": {"service": "*", "method": "*"}}]},
 ]
+_USER_FIELDS = {"token", "user_id", "policies", "scope"}
+_REQUEST_FIELDS = {"resource", "action", "constraints"}
+
+
+def _error(status: int, message: str) -> tuple[int, dict[str, Any]]:
+    return status, {"error": {"message": message, "code": status}}
 
 
 class _Handler(JsonHandler):
@@ -68,11 +92,19 @@ class _Handler(JsonHandler):
         try:
             request = json.loads(body)
         except ValueError as exc:
-            self.send_json(
-                400, {"error": {"message": f"could not parse auth request: {exc}", "code": 400}}
-            )
+            status, answer = _error(400, f"could not parse auth request from JSON: {exc}")
+        else:
+            status, answer = stub.judge(request)
+        if stub.answer_raw is not None:
+            status, raw = stub.answer_raw
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
             return
-        status, answer = stub.judge(request)
+        if stub.answer_with is not None:
+            status, answer = stub.answer_with
         self.send_json(status, answer)
 
 
@@ -81,9 +113,6 @@ class ArboristStub:
         self.issuer = issuer
         self.server = BackgroundHTTPServer(_Handler)
         self.server.stub = self  # type: ignore[attr-defined]
-        self.delay = 0.0
-        self.fail_with: int | None = None
-        self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.reset()
 
@@ -100,18 +129,41 @@ class ArboristStub:
 
     def reset(self) -> None:
         self.delay = 0.0
-        self.fail_with = None
-        self.requests = []
+        self.fail_with: int | None = None
+        self.answer_with: tuple[int, Any] | None = None
+        self.answer_raw: tuple[int, bytes] | None = None
+        self.jwks_broken = False
+        self.requests: list[dict[str, Any]] = []
         self.policies: list[dict[str, Any]] = [ADMIN_POLICY]
         self.users: dict[str, list[str]] = {"admin": ["bucket_registry_admin"]}
+        self.clients: dict[str, list[str]] = {}
+        self.anonymous_policies: list[str] = []
+        self.all_users_policies: list[str] = []
 
-    def grant(self, user: str, role: str, *resource_paths: str) -> None:
-        """Give ``user`` the role on the paths (through a policy named after them)."""
-        policy_id = f"{user}-{role}-{len(self.policies)}"
+    def _policy(self, owner: str, role: str, resource_paths: tuple[str, ...]) -> str:
+        policy_id = f"{owner}-{role}-{len(self.policies)}"
         self.policies.append(
             {"id": policy_id, "role_ids": [role], "resource_paths": list(resource_paths)}
         )
-        self.users.setdefault(user, []).append(policy_id)
+        return policy_id
+
+    def grant(self, user: str, role: str, *resource_paths: str) -> None:
+        """Give ``user`` the role on the paths (through a policy named after them)."""
+        self.users.setdefault(user, []).append(self._policy(user, role, resource_paths))
+
+    def grant_client(self, client_id: str, role: str, *resource_paths: str) -> None:
+        """Give an OAuth client (a token's ``azp``) the role on the paths."""
+        self.clients.setdefault(client_id, []).append(
+            self._policy(f"client-{client_id}", role, resource_paths)
+        )
+
+    def grant_anonymous(self, role: str, *resource_paths: str) -> None:
+        """The role on the paths for everyone, token or not (Arborist's ``anonymous`` group)."""
+        self.anonymous_policies.append(self._policy("anonymous", role, resource_paths))
+
+    def grant_all_users(self, role: str, *resource_paths: str) -> None:
+        """The role on the paths for every user (Arborist's ``logged-in`` group)."""
+        self.all_users_policies.append(self._policy("logged-in", role, resource_paths))
 
     def make_admin(self, user: str) -> None:
         self.users.setdefault(user, []).append("bucket_registry_admin")
@@ -120,37 +172,134 @@ class ArboristStub:
     def call_count(self) -> int:
         return len(self.requests)
 
-    def judge(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        with self._lock:
-            self.requests.append(request)
-        user = request.get("user") or {}
-        token = user.get("token")
-        username = user.get("user_id")
-        if token:
-            try:
-                claims = self.issuer.decode(token)
-            except (jwt.InvalidTokenError, KeyError) as exc:
-                return 401, {"error": {"message": f"failed to decode token: {exc}", "code": 401}}
-            username = ((claims.get("context") or {}).get("user") or {}).get("name")
-        requests = ([request["request"]] if request.get("request") else []) + list(
-            request.get("requests") or []
-        )
-        if not requests:
-            return 400, {"error": {"message": "auth request missing resources", "code": 400}}
-        document = PolicyDocument(
+    def _document(self) -> PolicyDocument:
+        return PolicyDocument(
             {
-                "authz": {"roles": ROLES, "policies": self.policies},
+                "authz": {
+                    "roles": ROLES,
+                    "policies": self.policies,
+                    "anonymous_policies": self.anonymous_policies,
+                    "all_users_policies": self.all_users_policies,
+                },
                 "users": {name: {"policies": ids} for name, ids in self.users.items()},
+                "clients": {name: {"policies": ids} for name, ids in self.clients.items()},
             }
         )
-        # Arborist grants a multi-request only when every request is granted.
-        for item in requests:
-            action = item.get("action") or {}
-            if not document.allows(
-                username,
-                action.get("service", ""),
-                action.get("method", ""),
-                item.get("resource", ""),
-            ):
+
+    def _decode(self, token: str, scopes: list[str]) -> tuple[str, str] | str:
+        """(user name, client id) from the token as Arborist reads it, or why it cannot."""
+        if self.jwks_broken:
+            return "error decoding token: could not fetch the keys to validate this token"
+        try:
+            claims = self.issuer.decode(token)
+        except (jwt.InvalidTokenError, KeyError) as exc:
+            return f"error decoding token: {exc}"
+        scope = claims.get("scope")
+        if scope is None:
+            return "error decoding token: token missing required field: scope"
+        if not isinstance(scope, list) or not all(isinstance(item, str) for item in scope):
+            return "error decoding token: field `scope` has wrong type; expected []string"
+        for wanted in scopes:
+            if wanted not in scope:
+                return f"error decoding token: token missing required scope: {wanted}"
+        context = claims.get("context")
+        if context is None:
+            return "failed to decode token: missing required field `context`"
+        if not isinstance(context, dict):
+            return "failed to decode token: field `context` has wrong type"
+        username = ""
+        if "user" in context:
+            user = context["user"]
+            if not isinstance(user, dict):
+                return "failed to decode token: field `user` has wrong type"
+            if not isinstance(user.get("name"), str):
+                return "failed to decode token: missing required field `name`"
+            username = user["name"]
+        client = claims.get("azp", "")
+        if not isinstance(client, str):
+            return "failed to decode token: field `azp` has wrong type"
+        return username, client
+
+    def judge(self, request: Any) -> tuple[int, Any]:
+        with self._lock:
+            self.requests.append(request)
+        if not isinstance(request, dict):
+            return _error(400, "could not parse auth request from JSON")
+        user = request.get("user", {})
+        if not isinstance(user, dict):
+            return _error(400, "could not parse auth request from JSON: user")
+        if "user" in request:
+            unexpected = set(user) - _USER_FIELDS
+            if unexpected:
+                return _error(400, f"auth request contains unexpected fields: {sorted(unexpected)}")
+            if "user_id" not in user and "token" not in user:
+                return _error(400, "auth request missing required fields: [token]")
+        token = user.get("token") or ""
+        user_id = user.get("user_id") or ""
+        anonymous = not token and not user_id
+        username, client = user_id, ""
+        if token:
+            decoded = self._decode(token, list(user.get("scope") or ["openid"]))
+            if isinstance(decoded, str):
+                return _error(401, decoded)
+            username, client = decoded
+        items = ([request["request"]] if request.get("request") else []) + list(
+            request.get("requests") or []
+        )
+        if not items:
+            return _error(400, "auth request missing resources")
+        document = self._document()
+        for item in items:
+            if not isinstance(item, dict) or not {"resource", "action"} <= set(item):
+                return _error(400, "auth request missing required fields: [resource action]")
+            if set(item) - _REQUEST_FIELDS:
+                return _error(400, "auth request contains unexpected fields")
+            action = item["action"] if isinstance(item["action"], dict) else {}
+            service, method = action.get("service", ""), action.get("method", "")
+            resource = item["resource"]
+            if not isinstance(resource, str):
+                return _error(400, "could not parse auth request from JSON: resource")
+            if anonymous:
+                verdict = self._allows(document, None, None, service, method, resource)
+                who = "could not authorize"
+            else:
+                if not username and not client:
+                    return _error(
+                        400,
+                        "missing both username and policies in request (at least one is"
+                        " required when no client ID is provided)",
+                    )
+                verdict = self._allows(document, username, client, service, method, resource)
+                who = "could not authorize user"
+            if isinstance(verdict, str):
+                return _error(400, f"{who}: {verdict}")
+            if not verdict:
                 return 200, {"auth": False}
         return 200, {"auth": True}
+
+    @staticmethod
+    def _allows(
+        document: PolicyDocument,
+        username: str | None,
+        client: str | None,
+        service: str,
+        method: str,
+        resource: str,
+    ) -> bool | str:
+        if not resource.startswith("/"):
+            # A tag; none are defined here (an empty one is no resource at all).
+            return "missing resource in auth request" if not resource else False
+        try:
+            arborist_ltree(resource)
+        except LtreeSyntaxError as exc:
+            # Database errors reach the caller with the driver's prefix.
+            return f"pq: {exc}" if "ltree" in str(exc) or "label" in str(exc) else str(exc)
+        if username is None:  # anonymous
+            return document.allows(None, service, method, resource)
+        if username and not document.allows(username, service, method, resource):
+            return False
+        if client and not document.allows(
+            None, service, method, resource, policies=document.client_policies(client)
+        ):
+            return False
+        return True

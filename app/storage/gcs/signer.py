@@ -1,4 +1,5 @@
-"""V4 signed URLs, and the one JSON API call the registry makes, for gcp buckets (SPEC §7).
+"""V4 signed URLs, and the one JSON API call the registry makes, for gcp buckets
+(docs/signing.md).
 
 Two ways to sign:
 
