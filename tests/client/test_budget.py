@@ -14,6 +14,7 @@ from bucket_registry_client import (
     DEFAULT_TIMEOUT,
     BucketRegistryClient,
     Forbidden,
+    Grant,
     Unavailable,
     new_breaker,
 )
@@ -21,6 +22,9 @@ from bucket_registry_client import (
 from tests.client.conftest import BUCKET, Commons
 from tests.client.contract_stub import ContractStub
 from tests.support.net import free_port
+
+# What Fence sends for a record with an authz list.
+RECORD = Grant(authz=("/programs/A",))
 
 
 @pytest.fixture
@@ -46,7 +50,7 @@ def test_a_hanging_registry_costs_timeout_times_attempts(stub: ContractStub) -> 
     ) as client:
         started = time.monotonic()
         with pytest.raises(Unavailable) as slow:
-            client.presign("data-bucket", "k", "read", "alice-jwt")
+            client.presign("data-bucket", "k", "read", "alice-jwt", grant=RECORD)
         elapsed = time.monotonic() - started
     assert slow.value.code == "unreachable" and "ReadTimeout" in slow.value.message
     assert stub.calls == 2  # presign is idempotent: one retry after the timeout
@@ -59,7 +63,9 @@ def test_a_timed_out_complete_is_not_sent_twice(stub: ContractStub) -> None:
         stub.url, service_token=stub.service_token, timeout=0.2, retries=3, backoff=0.0
     ) as client:
         with pytest.raises(Unavailable):
-            client.multipart_complete("data-bucket", "k", "u", [(1, "e")], "alice-jwt")
+            client.multipart_complete(
+                "data-bucket", "k", "u", [(1, "e")], "alice-jwt", grant=RECORD
+            )
     assert stub.calls == 1
 
 
@@ -128,7 +134,7 @@ def test_one_buckets_configuration_503_is_neither_retried_nor_counted(
     ) as client:
         for _ in range(3):
             with pytest.raises(Unavailable) as misconfigured:
-                client.presign("data-bucket", "k", "read", "alice-jwt")
+                client.presign("data-bucket", "k", "read", "alice-jwt", grant=RECORD)
             assert misconfigured.value.code == "secret_not_found"
     assert stub.calls == 3 and breaker.current_state == pybreaker.STATE_CLOSED
 

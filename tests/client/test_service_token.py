@@ -33,6 +33,9 @@ from bucket_registry_client import (
 
 from tests.client.contract_stub import ContractStub
 
+# What Fence sends for a record with an authz list.
+RECORD = Grant(authz=("/programs/A",))
+
 
 @pytest.fixture
 def stub() -> Iterator[ContractStub]:
@@ -107,12 +110,26 @@ def test_every_trusted_field(stub: ContractStub, token_file: Path) -> None:
         assert "X-Amz-Signature" not in unsigned.url
 
         client.presign(
-            "gs-bucket", "k", "write", "alice-jwt", user_project="billing-proj-1", resumable=True
+            "gs-bucket",
+            "k",
+            "write",
+            "alice-jwt",
+            user_project="billing-proj-1",
+            resumable=True,
+            grant=RECORD,
         )
         body = stub.last("/presign").body
         assert body["user_project"] == "billing-proj-1" and body["resumable"] is True
 
-        client.multipart_init("data-bucket", "k", "alice-jwt", grant=Grant(method="file_upload"))
+        client.multipart_init(
+            "data-bucket",
+            "k",
+            "alice-jwt",
+            grant=Grant(authz=("/data_file",), method="file_upload"),
+        )
+        with pytest.raises(Invalid) as no_grant:
+            client.presign("data-bucket", "k", "read", "alice-jwt")
+        assert "authz" in no_grant.value.message and no_grant.value.status is None
         assert stub.last("/multipart/init").body["method"] == "file_upload"
 
 
@@ -135,19 +152,19 @@ def test_grants_are_checked_before_sending() -> None:
 def test_error_codes_map_to_classes(stub: ContractStub, token_file: Path) -> None:
     with service_client(stub, token_file, retries=0) as client:
         with pytest.raises(OnBehalfOfInvalid) as user_token:
-            client.presign("data-bucket", "k", "read", "expired-jwt")
+            client.presign("data-bucket", "k", "read", "expired-jwt", grant=RECORD)
         assert user_token.value.status == 401 and user_token.value.fence_status == 401
         assert not isinstance(user_token.value, Unauthenticated)
 
         with pytest.raises(Forbidden):
-            client.presign("data-bucket", "k", "read", "bob-jwt")
+            client.presign("data-bucket", "k", "read", "bob-jwt", grant=RECORD)
         with pytest.raises(BucketNotFound):
-            client.presign("unknown-bucket", "k", "read", "alice-jwt")
+            client.presign("unknown-bucket", "k", "read", "alice-jwt", grant=RECORD)
 
     token_file.write_text("some-other-token")
     with service_client(stub, token_file, retries=0) as client:
         with pytest.raises(Unauthenticated) as fence_token:
-            client.presign("data-bucket", "k", "read", "alice-jwt")
+            client.presign("data-bucket", "k", "read", "alice-jwt", grant=RECORD)
     assert "some-other-token" not in str(fence_token.value)
 
 
@@ -185,7 +202,7 @@ def test_a_missing_token_file_is_a_typed_error_not_a_crash(
 ) -> None:
     with BucketRegistryClient(stub.url, token_path=tmp_path / "absent") as client:
         with pytest.raises(ConfigurationError) as missing:
-            client.presign("data-bucket", "k", "read", "alice-jwt")
+            client.presign("data-bucket", "k", "read", "alice-jwt", grant=RECORD)
     assert missing.value.fence_status == 503
     assert stub.calls == 0
 
@@ -225,7 +242,7 @@ def test_delete_objects_and_fence_buckets(stub: ContractStub, token_file: Path) 
         grant = Grant(authz=("/programs/A",), method="delete")
         assert client.delete_objects("data-bucket", "alice-jwt", prefix="guid/", grant=grant) == 1
         assert stub.last("/objects/delete").body["prefix"] == "guid/"
-        assert client.delete_objects("data-bucket", "alice-jwt", key="guid/f") == 1
+        assert client.delete_objects("data-bucket", "alice-jwt", key="guid/f", grant=RECORD) == 1
         with pytest.raises(Invalid):
             client.delete_objects("data-bucket", "alice-jwt", key="a", prefix="b")
 
@@ -249,12 +266,14 @@ async def test_async_client_with_a_service_token(stub: ContractStub, token_file:
         )
         assert url.method == "GET"
         assert stub.last("/presign").body["on_behalf_of"] == {"token": "alice-jwt"}
-        results = await client.presign_batch([PresignRequest("data-bucket", "k")], "alice-jwt")
+        results = await client.presign_batch(
+            [PresignRequest("data-bucket", "k", grant=RECORD)], "alice-jwt"
+        )
         assert isinstance(results[0], PresignedUrl)
-        assert await client.delete_objects("data-bucket", "alice-jwt", key="k") == 1
+        assert await client.delete_objects("data-bucket", "alice-jwt", key="k", grant=RECORD) == 1
         assert set((await client.fence_buckets())["S3_BUCKETS"]) == {"data-bucket"}
         with pytest.raises(OnBehalfOfInvalid):
-            await client.presign("data-bucket", "k", "read", "expired-jwt")
+            await client.presign("data-bucket", "k", "read", "expired-jwt", grant=RECORD)
 
         stub.fail_with = 503
         with pytest.raises(Unavailable) as down:

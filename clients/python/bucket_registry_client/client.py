@@ -137,6 +137,8 @@ class _Request:
     # Whether sending it twice is harmless. A request that may have reached the registry is
     # repeated only if so (a second ``multipart/complete`` would fail on a finished upload).
     idempotent: bool = True
+    # Non-secret metadata (resolve, the bucket listing) rather than the data path.
+    metadata: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,9 +210,14 @@ class _Base:
 
     # -- requests -----------------------------------------------------------------------------
 
-    def _bearer(self, caller: Caller | None) -> dict[str, str]:
+    def _bearer(self, caller: Caller | None, *, metadata: bool = False) -> dict[str, str]:
         token: str | None
-        if self._service_token is not None:
+        user_token = caller.on_behalf_of.token if caller is not None else None
+        if metadata and user_token:
+            # Metadata routes answer any valid user token; the user's is sent when there is
+            # one, so they work whether or not the registry accepts service tokens there.
+            token = user_token
+        elif self._service_token is not None:
             try:
                 token = self._service_token()
             except RegistryClientError:
@@ -223,7 +230,7 @@ class _Base:
             if not token:
                 raise ConfigurationError("the service token is empty", code="service_token_missing")
         else:
-            token = caller.on_behalf_of.token if caller is not None else None
+            token = user_token
             if not token:
                 raise ConfigurationError(
                     "this client forwards the user's token, and none was given: configure a "
@@ -239,8 +246,7 @@ class _Base:
         # bindings; the trusted-caller fields would be refused as unknown.
         if self._service_token is not None:
             body.update(self._trusted_fields(caller))
-            if grant is not None:
-                body.update(grant.to_json())
+            body.update(_required(grant).to_json())
         return body
 
     @staticmethod
@@ -254,14 +260,14 @@ class _Base:
     def _resolve(self, name: str) -> _Request:
         if not isinstance(name, str) or not name:
             raise Invalid("bucket must be a non-empty string", code="invalid_argument")
-        return _Request("GET", "/resolve/" + quote(name, safe=""))
+        return _Request("GET", "/resolve/" + quote(name, safe=""), metadata=True)
 
     @staticmethod
     def _default_upload(owner_project: str | None) -> _Request:
         params = {"purpose": "upload"}
         if owner_project:
             params["owner_project"] = owner_project
-        return _Request("GET", "/resolve", params=params)
+        return _Request("GET", "/resolve", params=params, metadata=True)
 
     def _presign(self, request: PresignRequest, caller: Caller) -> _Request:
         return _Request(
@@ -272,8 +278,8 @@ class _Base:
         items = []
         for request in requests:
             item = request.to_json()
-            if self._service_token is not None and request.grant is not None:
-                item.update(request.grant.to_json())
+            if self._service_token is not None:
+                item.update(_required(request.grant).to_json())
             items.append(item)
         body: dict[str, Any] = {"requests": items}
         if self._service_token is not None:
@@ -414,6 +420,17 @@ class _Base:
             else:
                 out.append(cls._read(PresignedUrl.from_json, item))
         return out
+
+
+def _required(grant: Grant | None) -> Grant:
+    # A trusted caller is authorized on the record, so the registry needs the record's authz.
+    if grant is None:
+        raise Invalid(
+            "a service-token call needs the record's authz: pass grant=Grant(authz=...) "
+            "(or Grant(legacy=...) for a record without authz)",
+            code="invalid_argument",
+        )
+    return grant
 
 
 def _part(part: Part) -> dict[str, Any]:
@@ -647,10 +664,12 @@ class BucketRegistryClient(_Base):
     def fence_buckets(self, user: UserLike | None = None) -> dict[str, Any]:
         """Every registered bucket in Fence's ``/data/buckets`` shape (no credentials)."""
         caller = as_caller(user) if user is not None else None
-        return self._read(_fence_buckets, self._call(_Request("GET", "/fence/buckets"), caller))
+        return self._read(
+            _fence_buckets, self._call(_Request("GET", "/fence/buckets", metadata=True), caller)
+        )
 
     def _call(self, request: _Request, caller: Caller | None) -> Any:
-        headers = self._bearer(caller)
+        headers = self._bearer(caller, metadata=request.metadata)
         with self._guarded():
             answer = self._exchange(request, headers)
             if answer.is_outage:
@@ -837,11 +856,11 @@ class AsyncBucketRegistryClient(_Base):
 
     async def fence_buckets(self, user: UserLike | None = None) -> dict[str, Any]:
         caller = as_caller(user) if user is not None else None
-        body = await self._call(_Request("GET", "/fence/buckets"), caller)
+        body = await self._call(_Request("GET", "/fence/buckets", metadata=True), caller)
         return self._read(_fence_buckets, body)
 
     async def _call(self, request: _Request, caller: Caller | None) -> Any:
-        headers = self._bearer(caller)
+        headers = self._bearer(caller, metadata=request.metadata)
         with self._guarded():
             answer = await self._exchange(request, headers)
             if answer.is_outage:
