@@ -155,3 +155,43 @@ def test_unregistered_buckets_take_fences_path(
     token = trusted.token("alice")
     assert fence.get_bucket_region(BUCKET, token=token) == Delegated(None)
     assert fence.get_default_upload_bucket("ABC", token=token) == Delegated(BUCKET)
+
+
+def served(trusted: Trusted, path: str) -> bool:
+    """Whether the service serves ``path`` (from its own OpenAPI document)."""
+    return path in httpx.get(trusted.url + "/openapi.json", timeout=10).json()["paths"]
+
+
+def test_routes_the_service_may_not_serve_yet_keep_fences_path(
+    fence: FenceBucketRegistry, trusted: Trusted
+) -> None:
+    """``/fence/buckets``, ``/objects/delete`` and ``unsigned`` are part of the contract; until
+    the service has them, Fence's own path answers instead of an error."""
+    token = trusted.token("alice")
+    legacy = {"S3_BUCKETS": {"yaml-bucket": {"region": "eu-west-1"}}, "GS_BUCKETS": {}}
+    listing = fence.get_bucket_region_info(legacy, token=token)
+    assert listing["S3_BUCKETS"]["yaml-bucket"] == {"region": "eu-west-1"}
+    if served(trusted, "/fence/buckets"):
+        assert BUCKET in listing["S3_BUCKETS"]
+    else:
+        assert listing == legacy
+
+    deleted = fence.delete_data_file(BUCKET, GUID, authz=[PROJECT], token=token)
+    if served(trusted, "/objects/delete"):
+        assert isinstance(deleted, Delegated)
+    else:
+        assert deleted == UseLegacy("unsupported")
+
+    plain = fence.get_signed_url(
+        f"s3://{BUCKET}/{GUID}/x",
+        "download",
+        60,
+        authz=[PROJECT],
+        force_signed_url=False,
+        token=token,
+    )
+    schema = httpx.get(trusted.url + "/openapi.json", timeout=10).json()
+    if "unsigned" in schema["components"]["schemas"]["PresignRequest"]["properties"]:
+        assert isinstance(plain, Delegated)
+    else:
+        assert plain == UseLegacy("unsupported", BUCKET)

@@ -14,12 +14,12 @@ The user is given as Fence knows them: ``token`` (``get_jwt()`` when the request
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
 from bucket_registry_client.client import BucketRegistryClient, Part
-from bucket_registry_client.errors import ConfigurationError, Invalid
+from bucket_registry_client.errors import ConfigurationError, Invalid, NotFound
 from bucket_registry_client.models import Audit, Caller, Grant, OnBehalfOf, PresignedUrl
 from bucket_registry_client.routing import (
     UNSUPPORTED,
@@ -215,20 +215,25 @@ class FenceBucketRegistry:
                 "a record without authz needs legacy='acl' or 'uploader'", code="invalid_argument"
             )
         caller = fence_caller(token, auth_info, username)
-        return self._url(
-            bucket,
-            _provider(protocol),
-            caller,
-            lambda: self.client.presign(
-                bucket,
-                key,
-                op,
-                caller,
-                expires_in=expires_in,
-                user_project=r_pays_project or None,
-                grant=grant,
-            ),
-        )
+
+        def sign() -> Any:
+            try:
+                return self.client.presign(
+                    bucket,
+                    key,
+                    op,
+                    caller,
+                    expires_in=expires_in,
+                    user_project=r_pays_project or None,
+                    grant=grant,
+                )
+            except Invalid as exc:
+                # A registry that does not hand out plain URLs yet refuses the field by name.
+                if grant.unsigned and _refused_field(exc, "unsigned"):
+                    return UseLegacy(UNSUPPORTED, bucket)
+                raise
+
+        return self._url(bucket, _provider(protocol), caller, sign)
 
     def make_signed_url(
         self,
@@ -373,8 +378,8 @@ class FenceBucketRegistry:
         caller = fence_caller(token)
         if not self._can_act_for(caller):
             return merged
-        routed = self.fallback.run(lambda: self.client.fence_buckets(caller))
-        if isinstance(routed, Delegated):
+        routed = self.fallback.run(_served(lambda: self.client.fence_buckets(caller)))
+        if isinstance(routed, Delegated) and isinstance(routed.value, dict):
             for cloud in ("S3_BUCKETS", "GS_BUCKETS"):
                 merged[cloud].update(routed.value[cloud])
         return merged
@@ -400,7 +405,7 @@ class FenceBucketRegistry:
             bucket,
             _provider(protocol),
             caller,
-            lambda: self.client.delete_objects(bucket, caller, prefix=prefix, grant=grant),
+            _served(lambda: self.client.delete_objects(bucket, caller, prefix=prefix, grant=grant)),
         )
 
     # -- routing ----------------------------------------------------------------------------------
@@ -417,6 +422,8 @@ class FenceBucketRegistry:
         if not self._can_act_for(caller):
             return UseLegacy(UNSUPPORTED, bucket)
         routed = self.fallback.run(call, bucket=bucket, provider=provider)
+        if isinstance(routed, Delegated) and isinstance(routed.value, UseLegacy):
+            return routed.value
         if isinstance(routed, Delegated) and isinstance(routed.value, PresignedUrl):
             return Delegated(routed.value.url)
         return routed
@@ -456,6 +463,26 @@ def _provider(protocol: str) -> str | None:
     if protocol not in SCHEME_PROVIDER:
         raise Invalid(f"protocol {protocol!r} is not a storage protocol", code="invalid_argument")
     return SCHEME_PROVIDER[protocol]
+
+
+def _served(call: Callable[[], Any]) -> Callable[[], Any]:
+    """``call``, answering ``UseLegacy("unsupported")`` when the registry does not serve the
+    route yet (a plain 404 ``not_found``, not a bucket's 404): Fence keeps its own path."""
+
+    def run() -> Any:
+        try:
+            return call()
+        except NotFound as exc:
+            if type(exc) is NotFound and exc.code == "not_found":
+                return UseLegacy(UNSUPPORTED)
+            raise
+
+    return run
+
+
+def _refused_field(error: Invalid, name: str) -> bool:
+    details = error.details if isinstance(error.details, list) else []
+    return any(isinstance(item, dict) and name in (item.get("loc") or ()) for item in details)
 
 
 def _upload_grant() -> Grant:
