@@ -41,6 +41,12 @@ class AccessDenied(RegistryError):
     code = "forbidden"
 
 
+class UnsignedRefused(AccessDenied):
+    """An unsigned URL was asked for an object that is not public; a signed one may be asked."""
+
+    code = "unsigned_not_allowed"
+
+
 class BucketSuspended(RegistryError):
     status_code = 403
     code = "bucket_suspended"

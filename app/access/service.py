@@ -25,6 +25,7 @@ from app.errors import (
     RegistryError,
     SecretNotFound,
     SecretUnavailable,
+    UnsignedRefused,
 )
 from app.logs import annotate_request
 from app.registry.keys import validate_key, validate_prefix
@@ -325,7 +326,7 @@ class AccessService:
             if user_project is not None:
                 raise InvalidInput("user_project needs a signed URL; omit unsigned")
             if not await self.may_read_unsigned(grant, identity, memo or AuthorizationMemo()):
-                refused = AccessDenied(
+                refused = UnsignedRefused(
                     f"bucket {record.name!r} is not public: unsigned URLs are refused"
                 )
                 self._log(

@@ -1,4 +1,5 @@
-"""The Fence client against the running service over real HTTP."""
+"""The client against the running service over real HTTP, forwarding the user's token (the
+mode the service serves today; service-token calls are in test_service_token.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ import httpx
 import pytest
 from bucket_registry_client import (
     AsyncBucketRegistryClient,
+    BucketNotFound,
     BucketRegistryClient,
+    BucketSuspended,
+    ConfigurationError,
     Forbidden,
     Invalid,
     NotFound,
+    OnBehalfOf,
     PresignedUrl,
     RegistryClientError,
+    RegistryEmpty,
     ResolvedBucket,
-    Unauthorized,
+    Unauthenticated,
     Unavailable,
-    UseYamlFallback,
-    dynamic_buckets_enabled,
 )
 
 from tests.client.conftest import BUCKET, KEY_ID, PROJECT, SECRET, Commons
@@ -27,7 +31,6 @@ from tests.support.net import free_port
 
 
 def client_for(url: str, **options: object) -> BucketRegistryClient:
-    options.setdefault("enabled", True)
     options.setdefault("backoff", 0.01)
     options.setdefault("max_backoff", 0.02)
     return BucketRegistryClient(url, **options)  # type: ignore[arg-type]
@@ -84,31 +87,35 @@ def test_multipart_upload_through_part_urls(commons: Commons) -> None:
 def test_default_upload_bucket(commons: Commons) -> None:
     with client_for(commons.url) as client:
         assert client.default_upload_bucket("ABC", commons.token("alice")).name == BUCKET
-        with pytest.raises(NotFound) as missing:
+        with pytest.raises(BucketNotFound) as missing:
             client.default_upload_bucket(None, commons.token("alice"))
-    assert missing.value.status == 404
+    assert missing.value.status == 404 and missing.value.fence_status == 404
 
 
 def test_errors_are_typed(commons: Commons) -> None:
     with client_for(commons.url, retries=0) as client:
-        with pytest.raises(NotFound) as not_found:
+        with pytest.raises(BucketNotFound) as not_found:
             client.resolve("no-such-bucket", commons.token("alice"))
         assert not_found.value.code == "bucket_not_found"
+        assert not isinstance(not_found.value, RegistryEmpty)
 
         with pytest.raises(Forbidden) as denied:
             client.presign(BUCKET, "incoming/x", "read", commons.token("mallory"))
         assert denied.value.code == "forbidden"
 
-        with pytest.raises(Invalid):
+        with pytest.raises(Invalid) as invalid:
             client.presign(BUCKET, "../escape", "read", commons.token("alice"))
+        assert invalid.value.status == 400 and invalid.value.fence_status == 400
 
-        with pytest.raises(Unauthorized):
+        with pytest.raises(Unauthenticated) as unauthenticated:
             client.resolve(BUCKET, "not-a-token")
+        assert unauthenticated.value.code == "unauthenticated"
 
         assert commons.admin("DELETE", f"/admin/buckets/{BUCKET}").status_code == 200
-        with pytest.raises(Forbidden) as suspended:
+        with pytest.raises(BucketSuspended) as suspended:
             client.presign(BUCKET, "incoming/x", "read", commons.token("alice"))
         assert suspended.value.code == "bucket_suspended"
+    assert isinstance(suspended.value, Forbidden) and suspended.value.fence_status == 403
     assert all(isinstance(e.value, RegistryClientError) for e in (not_found, denied, suspended))
     assert SECRET not in str(denied.value) + str(suspended.value)
 
@@ -117,7 +124,7 @@ def test_503_is_retried_with_backoff_then_unavailable(commons: Commons) -> None:
     token = commons.token("alice")
     commons.arborist.fail_with = 500
     waits: list[float] = []
-    with client_for(commons.url, retries=2, sleep=waits.append) as client:
+    with client_for(commons.url, retries=2, sleep=waits.append, max_backoff=0.02) as client:
         with pytest.raises(Unavailable) as down:
             client.presign(BUCKET, "incoming/x", "read", token)
     assert down.value.status == 503 and down.value.code == "dependency_unavailable"
@@ -140,29 +147,60 @@ def test_an_unreachable_registry_is_unavailable() -> None:
         with pytest.raises(Unavailable) as down:
             client.resolve(BUCKET, "token")
     assert down.value.status is None and "did not answer" in down.value.message
+    assert down.value.code == "unreachable"
 
 
-def test_switched_off_it_never_calls_and_says_use_the_yaml(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_user_project_and_resumable_reach_the_registry(commons: Commons) -> None:
+    """Both are gcp-only: the service refusing them for an S3 bucket proves they were sent."""
+    token = commons.token("alice")
+    with client_for(commons.url) as client:
+        with pytest.raises(Invalid) as billed:
+            client.presign(BUCKET, "incoming/x", "read", token, user_project="billing-proj-1")
+        with pytest.raises(Invalid) as resumable:
+            client.presign(BUCKET, "incoming/x", "write", token, resumable=True)
+    assert "user_project" in billed.value.message
+    assert "resumable" in resumable.value.message
+
+
+def test_arguments_are_refused_before_sending() -> None:
     unreachable = f"http://127.0.0.1:{free_port()}"
-    with BucketRegistryClient(unreachable, enabled=False) as client:
-        with pytest.raises(UseYamlFallback) as fallback:
-            client.presign(BUCKET, "k", "read", "token")
-    assert fallback.value.reason == "disabled"
-    assert not isinstance(fallback.value, RegistryClientError)
+    with client_for(unreachable, retries=0) as client:
+        for call in (
+            lambda: client.presign(BUCKET, "k", "list", "t"),
+            lambda: client.presign(BUCKET, "", "read", "t"),
+            lambda: client.presign(BUCKET, "k", "read", "t", expires_in=0),
+            lambda: client.presign_part(BUCKET, "k", "u", 0, "t"),
+            lambda: client.multipart_complete(BUCKET, "k", "u", [{"PartNumber": 1}], "t"),
+            lambda: client.multipart_complete(BUCKET, "k", "u", [], "t"),
+            lambda: client.delete_objects(BUCKET, "t"),
+            lambda: client.resolve("", "t"),
+        ):
+            with pytest.raises(Invalid) as refused:
+                call()
+            assert refused.value.status is None and refused.value.code == "invalid_argument"
 
-    monkeypatch.delenv("FENCE_ENABLE_DYNAMIC_BUCKETS", raising=False)
-    assert dynamic_buckets_enabled() is False
-    monkeypatch.setenv("FENCE_ENABLE_DYNAMIC_BUCKETS", "false")
-    with BucketRegistryClient(unreachable) as client, pytest.raises(UseYamlFallback):
-        client.resolve(BUCKET, "token")
-    monkeypatch.setenv("FENCE_ENABLE_DYNAMIC_BUCKETS", "True")
-    with BucketRegistryClient(unreachable, retries=0) as client, pytest.raises(Unavailable):
-        client.resolve(BUCKET, "token")
+
+def test_a_missing_user_token_is_a_configuration_error() -> None:
+    """Forwarding needs the user's token: a username or anonymous caller is Fence's
+    deployment missing its service token, a typed error Fence maps to 503, not a 500."""
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    with client_for(unreachable, retries=0) as client:
+        for user in (OnBehalfOf.user("alice"), OnBehalfOf.nobody()):
+            with pytest.raises(ConfigurationError) as missing:
+                client.presign(BUCKET, "k", "read", user)
+            assert missing.value.code == "user_token_missing"
+            assert missing.value.fence_status == 503
+        with pytest.raises(ConfigurationError):
+            client.resolve(BUCKET)
+    with pytest.raises(ConfigurationError):
+        BucketRegistryClient("registry:8000")
+    with pytest.raises(ConfigurationError):
+        BucketRegistryClient("http://registry", retries=-1)
+    with pytest.raises(ConfigurationError):
+        BucketRegistryClient("http://registry", timeout=0)
 
 
-def test_an_empty_registry_tells_fence_to_keep_its_yaml(live: LiveServer, issuer) -> None:  # type: ignore[no-untyped-def]
+def test_an_empty_registry_is_its_own_error(live: LiveServer, issuer) -> None:  # type: ignore[no-untyped-def]
     token = issuer.token("alice")
     with client_for(live.url) as client:
         for call in (
@@ -170,20 +208,23 @@ def test_an_empty_registry_tells_fence_to_keep_its_yaml(live: LiveServer, issuer
             lambda: client.default_upload_bucket("ABC", token),
             lambda: client.presign(BUCKET, "k", "read", token),
         ):
-            with pytest.raises(UseYamlFallback) as fallback:
+            with pytest.raises(RegistryEmpty) as empty:
                 call()
-            assert fallback.value.reason == "registry_empty"
+            assert isinstance(empty.value, BucketNotFound) and isinstance(empty.value, NotFound)
+            assert empty.value.details == {"registry_empty": True}
 
 
 async def test_async_client(commons: Commons) -> None:
     token = commons.token("alice")
-    async with AsyncBucketRegistryClient(commons.url, enabled=True, backoff=0.01) as client:
+    async with AsyncBucketRegistryClient(commons.url, backoff=0.01) as client:
         assert (await client.resolve(BUCKET, token)).name == BUCKET
         put = await client.presign(BUCKET, "incoming/async.txt", "write", token)
         async with httpx.AsyncClient() as http:
             assert (await http.put(put.url, content=b"async")).status_code == 200
-        with pytest.raises(NotFound):
+        with pytest.raises(BucketNotFound):
             await client.resolve("no-such-bucket", token)
+        with pytest.raises(Forbidden):
+            await client.presign(BUCKET, "incoming/x", "read", commons.token("mallory"))
         upload_id = await client.multipart_init(BUCKET, "incoming/async.bin", token)
         await client.multipart_abort(BUCKET, "incoming/async.bin", upload_id, token)
 
