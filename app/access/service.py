@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -89,17 +89,10 @@ class AuthorizationMemo:
     async def ask(
         self, authorizer: Authorizer, identity: Identity, method: str, resource: str
     ) -> bool:
-        question = (identity.token_hash, method, resource)
-        answer = self.answers.get(question)
-        if answer is None:
-            try:
-                answer = await authorizer.authorize(identity, FENCE_SERVICE, method, resource)
-            except DependencyUnavailable as exc:
-                answer = exc
-            self.answers[question] = answer
-        if isinstance(answer, DependencyUnavailable):
-            raise answer
-        return answer
+        return await self._answer(
+            (identity.token_hash, method, resource),
+            lambda: authorizer.authorize(identity, FENCE_SERVICE, method, resource),
+        )
 
     async def ask_all(
         self,
@@ -108,13 +101,18 @@ class AuthorizationMemo:
         methods: tuple[str, ...],
         resources: tuple[str, ...],
     ) -> bool:
-        question = (principal.cache_key, ",".join(methods), "\n".join(resources))
+        return await self._answer(
+            (principal.cache_key, ",".join(methods), "\n".join(resources)),
+            lambda: authorizer.authorize_all(principal, FENCE_SERVICE, methods, resources),
+        )
+
+    async def _answer(
+        self, question: tuple[str, str, str], ask: Callable[[], Awaitable[bool]]
+    ) -> bool:
         answer = self.answers.get(question)
         if answer is None:
             try:
-                answer = await authorizer.authorize_all(
-                    principal, FENCE_SERVICE, methods, resources
-                )
+                answer = await ask()
             except DependencyUnavailable as exc:
                 answer = exc
             self.answers[question] = answer

@@ -107,6 +107,14 @@ class Flow:
         return await self.call("POST", "/presign", json=body, headers=self.user(user))
 
 
+async def send(signed: dict[str, Any], content: bytes | None = None) -> httpx.Response:
+    """Use a presigned answer as a client would: its method, URL and headers."""
+    async with httpx.AsyncClient(timeout=60) as http:
+        return await http.request(
+            signed["method"], signed["url"], headers=signed.get("headers"), content=content
+        )
+
+
 def put_static_secret(moto: MotoServer, name: str, key_id: str, secret: str) -> str:
     client = boto(moto, "secretsmanager")
     payload = json.dumps({"access_key_id": key_id, "secret_access_key": secret})

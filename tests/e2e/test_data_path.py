@@ -7,7 +7,6 @@ import hashlib
 import os
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 
 from tests.e2e.conftest import (
@@ -25,6 +24,7 @@ from tests.e2e.conftest import (
     boto,
     put_static_secret,
     rendered_logs,
+    send,
 )
 
 MIB = 1024 * 1024
@@ -58,13 +58,6 @@ def role_bucket(name: str = "gen3-abc-role") -> dict[str, object]:
 
 def key_id_of(url: str) -> str:
     return parse_qs(urlsplit(url).query)["X-Amz-Credential"][0].split("/")[0]
-
-
-async def send(signed: dict, content: bytes | None = None) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=60) as http:
-        return await http.request(
-            signed["method"], signed["url"], headers=signed.get("headers"), content=content
-        )
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from tests.e2e.conftest import (
     boto,
     put_static_secret,
     rendered_logs,
+    send,
 )
 
 SECRET_REF = "aws-sm://gen3/bucket-registry/minio-abc"
@@ -39,13 +40,6 @@ def minio_bucket(endpoint: str, name: str = "minio-abc", **extra: Any) -> dict[s
         "data_upload_allowed": True,
         **extra,
     }
-
-
-async def send(signed: dict[str, Any], content: bytes | None = None) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=60) as http:
-        return await http.request(
-            signed["method"], signed["url"], headers=signed.get("headers"), content=content
-        )
 
 
 @pytest.fixture

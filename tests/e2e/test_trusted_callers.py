@@ -16,8 +16,9 @@ from tests.e2e.conftest import (
     Flow,
     boto,
     put_static_secret,
+    send,
 )
-from tests.e2e.test_data_path import MIB, send
+from tests.e2e.test_data_path import MIB
 from tests.support.fence import ServiceAccountIssuer
 
 FENCE_SA = "system:serviceaccount:default:fence"
