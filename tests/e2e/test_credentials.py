@@ -399,3 +399,52 @@ async def test_a_trusted_caller_vends_for_the_user_it_names(
     )
     assert forged.status_code == 403
     assert "trusted callers only" in forged.json()["message"]
+
+
+async def test_validate_proves_the_store_enforces_the_scope(
+    vend_flow: Flow, gateway: S3Gateway, moto
+) -> None:
+    flow = vend_flow
+    for write_probe in ("false", "true"):
+        report = await flow.call(
+            "POST",
+            f"/admin/buckets/{ROLE_BUCKET}/validate?write_probe={write_probe}",
+            headers=flow.admin,
+        )
+        assert report.status_code == 200, report.text
+        check = report.json()["checks"]["scope_enforced"]
+        assert check["status"] == "pass", report.text
+    assert gateway.sts_calls[-1].source_identity == "bucket-registry-probe"
+    denials = {(d.action, d.resource) for d in gateway.policy_denials}
+    assert ("s3:ListBucket", f"arn:aws:s3:::{ROLE_BUCKET}") in denials
+    assert any(action == "s3:PutObject" and "outside-" in res for action, res in denials)
+    # Buckets that do not vend are not probed for it.
+    plain = await flow.call("POST", f"/admin/buckets/{PLAIN_BUCKET}/validate", headers=flow.admin)
+    assert "scope_enforced" not in plain.json()["checks"]
+
+
+async def test_validate_fails_a_store_that_ignores_session_policies(
+    make_flow, moto, gateway: S3Gateway
+) -> None:
+    # moto's own S3 and STS, without the gateway: sessions are issued and never enforced.
+    flow: Flow = await make_flow()
+    boto(moto, "s3").create_bucket(Bucket="lax-store")
+    put_static_secret(moto, "gen3/bucket-registry/lax", STATIC_KEY_ID, STATIC_SECRET)
+    body = {
+        "name": "lax-store",
+        "provider": "minio",
+        "endpoint": moto.url,
+        "auth_mode": "static",
+        "secret_ref": "aws-sm://gen3/bucket-registry/lax",
+        "credential_vending": True,
+    }
+    await flow.register(body, None, {"read": True})
+    report = await flow.call(
+        "POST", "/admin/buckets/lax-store/validate?write_probe=true", headers=flow.admin
+    )
+    check = report.json()["checks"]["scope_enforced"]
+    assert check["status"] == "fail"
+    assert "does not enforce session policies" in check["reason"]
+    assert report.json()["ok"] is False
+    # Nothing the probe wrote stays behind.
+    assert boto(moto, "s3").list_objects_v2(Bucket="lax-store").get("KeyCount") == 0
