@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     sts_session_duration: int = Field(default=3600, ge=900, le=43200)
     sts_refresh_margin: int = Field(default=300, ge=0)
     sts_endpoint_url: str | None = None
+    # Vended credentials (docs/credentials.md): a bucket may lower the maximum, never raise it.
+    max_credential_ttl: int = Field(default=3600, ge=900, le=43200)
+    default_credential_ttl: int = Field(default=3600, ge=900, le=43200)
     # Cloud Storage JSON API (bucket validation); signed URLs always name storage.googleapis.com.
     gcs_endpoint: str = "https://storage.googleapis.com"
     # Project billed for requester-pays gcp buckets; default: the signing account's own project.

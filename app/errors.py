@@ -25,6 +25,12 @@ class InvalidInput(RegistryError):
     code = "invalid_request"
 
 
+class CredentialsNotOffered(InvalidInput):
+    """The bucket vends no temporary credentials (off, or its store has no STS to scope them)."""
+
+    code = "credential_vending_off"
+
+
 class Unauthenticated(RegistryError):
     status_code = 401
     code = "unauthenticated"

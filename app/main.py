@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import admin, data, fence, resolve, status
+from app.api import admin, credentials, data, fence, resolve, status
 from app.api.errors import install_error_handlers
 from app.config import Settings
 from app.container import Services
@@ -71,6 +71,7 @@ def create_app(
     # Routes are matched in order: the data path Fence calls on every transfer goes first.
     app.include_router(data.router)
     app.include_router(fence.router)
+    app.include_router(credentials.router)
     app.include_router(resolve.router)
     app.include_router(status.router)
     app.include_router(admin.router)

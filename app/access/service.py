@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from app.access.delegation import DEFAULT_METHOD, ROOT_RESOURCE, Delegation, covers, uncovered
 from app.access.directory import BucketDirectory
 from app.authz.arborist import Authorizer
-from app.authz.principals import Principal
+from app.authz.principals import Principal, PrincipalKind
 from app.authz.tokens import Identity
 from app.errors import (
     AccessDenied,
     BucketSuspended,
+    CredentialsNotOffered,
     DependencyUnavailable,
     InvalidInput,
     RegistryError,
@@ -27,12 +28,14 @@ from app.errors import (
     SecretUnavailable,
     UnsignedRefused,
 )
-from app.logs import annotate_request
+from app.logs import annotate_request, request_id_var
 from app.registry.keys import validate_key, validate_prefix
 from app.registry.records import BucketRecord, Op, Provider, secret_fingerprint
 from app.secrets.base import SCHEMES
 from app.storage.base import PresignedRequest
 from app.storage.service import StorageService
+from app.storage.session_policy import CredentialOp, scope_problem
+from app.storage.vending import SessionUser, VendedCredentials
 
 log = logging.getLogger(__name__)
 decisions_log = logging.getLogger("bucket_registry.decisions")
@@ -52,6 +55,15 @@ ARBORIST_METHOD = DEFAULT_METHOD
 
 # Who a data-path request is for: a user calling directly, or a trusted caller acting for one.
 Requester = Identity | Delegation
+
+# What each credential operation is authorized as: a credential that can write can also run
+# multipart uploads (IAM has one action for both), so it needs every binding op they need.
+CREDENTIAL_AUTHORIZED_AS: Mapping[CredentialOp, tuple[Op, ...]] = {
+    CredentialOp.READ: (Op.READ,),
+    CredentialOp.LIST: (Op.READ,),
+    CredentialOp.WRITE: (Op.WRITE, Op.MULTIPART),
+    CredentialOp.DELETE: (Op.DELETE,),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,18 +157,21 @@ class AccessService:
         action: str,
         memo: AuthorizationMemo | None = None,
         is_prefix: bool = False,
+        whole_bucket: bool = False,
     ) -> Grant:
         """The bucket and the resource path that grants ``op`` on ``key``, or an error.
 
         The one per-request decision every data-path endpoint (single, batch, delete) goes
         through. Fails closed: no matching binding, a suspended bucket, an upload to a bucket
         that takes none, a denial, or an Arborist that cannot answer all refuse. Every outcome
-        is logged. ``is_prefix``: ``key`` is a prefix (ending in ``/``) covering many keys.
+        is logged. ``is_prefix``: ``key`` is a prefix (ending in ``/``) covering many keys;
+        ``whole_bucket`` lets that prefix be empty.
         """
         bucket: BucketRecord | None = None
         try:
             if is_prefix:
-                validate_prefix(key)
+                if key or not whole_bucket:
+                    validate_prefix(key)
             else:
                 validate_key(key)
             bucket = await self.directory.get(bucket_name)
@@ -419,6 +434,68 @@ class AccessService:
             )
         return len(deleted)
 
+    async def vend_credentials(
+        self,
+        identity: Requester,
+        bucket: str,
+        prefix: str,
+        ops: Sequence[CredentialOp],
+        duration: int | None,
+    ) -> VendedCredentials:
+        """Temporary keys for ``ops`` under ``prefix``, once ``identity`` is authorized for
+        every one of them exactly as a presign on the prefix would be (an empty prefix needs a
+        binding on the whole bucket). Each decision is logged on its own line, and the session
+        issued on one more, by access key id; the secret parts are never logged."""
+        wanted = tuple(dict.fromkeys(ops))
+        if not wanted:
+            raise InvalidInput("ops: at least one of read, write, delete, list")
+        if prefix:
+            problem = scope_problem(prefix)
+            if problem is not None:
+                raise InvalidInput(f"prefix {problem}")
+        memo = AuthorizationMemo()
+        grant: Grant | None = None
+        needs = dict.fromkeys(need for op in wanted for need in CREDENTIAL_AUTHORIZED_AS[op])
+        for need in needs:
+            grant = await self.authorize(
+                identity,
+                bucket,
+                prefix,
+                need,
+                action="credentials",
+                memo=memo,
+                is_prefix=True,
+                whole_bucket=True,
+            )
+        assert grant is not None
+        record = grant.bucket
+        if not record.credential_vending:
+            raise CredentialsNotOffered(
+                f"bucket {record.name!r} does not vend temporary credentials (it is not enabled,"
+                " or its store has no STS to scope them); use /presign for its objects"
+            )
+        with self._sealed(record):
+            vended = await self.storage.vend_credentials(
+                record, prefix, wanted, duration, _session_user(identity)
+            )
+        decisions_log.info(
+            "credentials vended",
+            extra={
+                "user": identity.actor,
+                "bucket": record.name,
+                "key": prefix,
+                "ops": [op.value for op in wanted],
+                "action": "credentials",
+                "decision": "allowed",
+                "reason": f"granted on {grant.resource_path}",
+                "access_key_id": vended.access_key_id,
+                "source_identity": vended.source_identity,
+                "session_name": vended.session_name,
+                "expiration": vended.expiration.isoformat(),
+            },
+        )
+        return vended
+
     async def multipart_init(self, identity: Requester, bucket: str, key: str) -> str:
         grant = await self.authorize(identity, bucket, key, Op.MULTIPART, action="multipart_init")
         with self._sealed(grant.bucket):
@@ -489,3 +566,31 @@ class AccessService:
         # Inside an HTTP request a single decision rides on the request's one access-log line.
         if own_line or not annotate_request(**fields):
             decisions_log.info("access decision", extra=fields)
+
+
+def _session_user(requester: Requester) -> SessionUser:
+    """Whom a vended session names: the user, and the trusted caller that relayed them."""
+    request_id = request_id_var.get()
+    if isinstance(requester, Identity):
+        return SessionUser(
+            name=requester.actor,
+            user_id=requester.subject,
+            client_id=requester.client_id,
+            request_id=request_id,
+        )
+    principal = requester.principal
+    audit = requester.audit or {}
+    if principal.kind is PrincipalKind.ANONYMOUS:
+        name = "anonymous"
+    elif principal.kind is PrincipalKind.USER:
+        name = principal.value or "unknown"
+    else:
+        # A token principal's value is the token itself: only its user name may be shown.
+        name = principal.username or "unknown"
+    return SessionUser(
+        name=name,
+        user_id=audit.get("user_id"),
+        client_id=audit.get("client_id"),
+        via=requester.caller.subject,
+        request_id=request_id,
+    )

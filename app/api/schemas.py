@@ -100,6 +100,37 @@ class PresignRequest(OnBehalf):
     )
 
 
+class CredentialsRequest(OnBehalf):
+    bucket: str = BucketName
+    prefix: str = Field(
+        max_length=1024,
+        description="Empty (the whole bucket, if a binding covers it) or ending with '/';"
+        " '*', '?' and '${' are refused",
+    )
+    ops: list[Literal["read", "write", "delete", "list"]] = Field(min_length=1, max_length=4)
+    duration: int | None = Field(
+        default=None,
+        ge=1,
+        le=10**9,
+        description="Seconds (at least 900); shortened to the bucket's and the registry's maximum",
+    )
+
+
+class VendedCredentials(BaseModel):
+    """Temporary keys for the caller alone: the one response that carries a secret."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+    expiration: datetime
+    region: str
+    endpoint: str | None = Field(
+        default=None, description="The S3 endpoint to use them with; null for AWS"
+    )
+    bucket: str
+    prefix: str
+
+
 class PresignedUrl(BaseModel):
     url: str
     method: str
@@ -247,6 +278,9 @@ class BucketOut(BaseModel):
     is_default_upload: bool
     requester_pays: bool
     public: bool
+    credential_vending: bool
+    sts_endpoint: str | None
+    max_credential_ttl: int | None
     version: int
     created_at: datetime
     updated_at: datetime

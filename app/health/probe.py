@@ -11,17 +11,26 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx
+from aiobotocore.session import AioSession
 
 from app.errors import RegistryError
+from app.logs import request_id_var
 from app.netguard import refusal_in
 from app.registry.records import AuthMode, BucketRecord, Provider
 from app.secrets.store import SecretStore
 from app.storage.base import BucketSigner
+from app.storage.credentials import SigningCredentials
+from app.storage.s3 import S3BucketSigner
 from app.storage.service import StorageService
+from app.storage.session_policy import CredentialOp
+from app.storage.vending import MIN_DURATION, SessionUser
 
 PROBE_PREFIX = ".bucket-registry-probe/"
 CheckStatus = Literal["pass", "fail", "skipped"]
 CHECKS = ("secret_accessible", "role_assumable", "bucket_listable", "presign_test")
+# Run for buckets that vend credentials: a vended session must be refused outside its prefix.
+SCOPE_CHECK = "scope_enforced"
+PROBE_USER = "bucket-registry-probe"
 
 
 @dataclass(slots=True)
@@ -59,6 +68,7 @@ class BucketProbe:
         self.secrets = secrets
         self.storage = storage
         self.http = http
+        self._aio_session: AioSession | None = None
 
     async def run(self, bucket: BucketRecord, *, write_probe: bool = False) -> ProbeReport:
         report = ProbeReport(bucket.name)
@@ -111,7 +121,97 @@ class BucketProbe:
             checks["presign_test"] = await self._presign_test(signer)
         if write_probe:
             checks["write_probe"] = await self._write_probe(signer)
+        if bucket.credential_vending:
+            checks[SCOPE_CHECK] = await self._scope_probe(bucket, signer, write=write_probe)
         return report
+
+    async def _scope_probe(
+        self, bucket: BucketRecord, signer: BucketSigner, *, write: bool
+    ) -> CheckResult:
+        """Vend a session for a probe prefix and ask the store for something outside it.
+
+        Listing the whole bucket is what the bucket's own credentials just did
+        (``bucket_listable``), so a refusal of the vended session proves the store applies
+        the session policy. With ``write``, a write outside is tried too (and removed if the
+        store accepts it), after a write inside that must succeed.
+        """
+        if not isinstance(signer, S3BucketSigner):
+            return CheckResult("skipped", "only S3-speaking buckets vend credentials")
+        scope = PROBE_PREFIX + "scope-" + random_tokens.token_hex(8) + "/"
+        ops = (CredentialOp.LIST, CredentialOp.WRITE, CredentialOp.DELETE)
+        user = SessionUser(PROBE_USER, request_id=request_id_var.get())
+        try:
+            vended = await self.storage.vend_credentials(
+                bucket, scope, ops if write else ops[:1], MIN_DURATION, user
+            )
+        except Exception as exc:
+            return CheckResult("fail", f"no credential vended: {_reason(exc)}")
+        scoped = S3BucketSigner(
+            bucket.name,
+            signer.layout,
+            SigningCredentials(
+                vended.access_key_id,
+                vended.secret_access_key,
+                vended.session_token,
+                vended.expiration,
+            ),
+            signer.client_options,
+            session=self._session(),
+        )
+        inside = await self._send(scoped, "", "GET", {"list-type": "2", "prefix": scope})
+        if isinstance(inside, str) or inside.status_code != 200:
+            return CheckResult("fail", f"a listing inside the scope failed ({_said(inside)})")
+        outside = await self._send(scoped, "", "GET", {"list-type": "2"})
+        if isinstance(outside, str) or not _refused(outside):
+            return CheckResult(
+                "fail",
+                "the store did not refuse a listing outside the vended scope"
+                f" ({_said(outside)}): it does not enforce session policies; turn"
+                " credential_vending off",
+            )
+        if write:
+            written = await self._send(scoped, scope + "probe", "PUT", None, b"scope")
+            if isinstance(written, str) or written.status_code >= 300:
+                return CheckResult("fail", f"a write inside the scope failed ({_said(written)})")
+            await self._send(scoped, scope + "probe", "DELETE", None)
+            stray = PROBE_PREFIX + "outside-" + random_tokens.token_hex(8)
+            escaped = await self._send(scoped, stray, "PUT", None, b"scope")
+            if isinstance(escaped, str) or not _refused(escaped):
+                if not isinstance(escaped, str) and escaped.status_code < 300:
+                    await self._send(signer, stray, "DELETE", None)
+                return CheckResult(
+                    "fail",
+                    f"the store did not refuse a write outside the vended scope ({_said(escaped)})",
+                )
+        return CheckResult(
+            "pass",
+            f"a session vended for {scope} was refused outside it"
+            + (" (listing and write)" if write else " (listing)"),
+        )
+
+    def _session(self) -> AioSession:
+        if self._aio_session is None:
+            self._aio_session = AioSession()
+        return self._aio_session
+
+    async def _send(
+        self,
+        signer: BucketSigner,
+        key: str,
+        method: str,
+        params: dict[str, str] | None,
+        content: bytes | None = None,
+    ) -> httpx.Response | str:
+        signed = await self.storage.sign_with(signer, key, method, 60, params=params)
+        try:
+            return await self.http.request(
+                method, signed.url, headers=signed.headers, content=content, timeout=10
+            )
+        except httpx.HTTPError as exc:
+            refused = refusal_in(exc)
+            if refused is not None:
+                return f"not sent: {refused.message}"
+            return f"no answer ({type(exc).__name__})"
 
     async def _presign_test(self, signer: BucketSigner) -> CheckResult:
         key = PROBE_PREFIX + "presign-" + random_tokens.token_hex(8)
@@ -164,3 +264,12 @@ class BucketProbe:
             if method == "GET" and response.content != body:
                 return CheckResult("fail", "the object read back differs from what was written")
         return CheckResult("pass", f"wrote, read back and deleted {key}")
+
+
+def _refused(response: httpx.Response) -> bool:
+    """S3's answer to a request the caller's policy does not allow."""
+    return response.status_code == 403 and b"<Code>AccessDenied</Code>" in response.content
+
+
+def _said(answer: httpx.Response | str) -> str:
+    return answer if isinstance(answer, str) else f"answered {answer.status_code}"

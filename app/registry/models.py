@@ -78,6 +78,11 @@ class Bucket(SQLModel, table=True):
     is_default_upload: bool = False
     requester_pays: bool = False
     public: bool = False
+    # Temporary credentials (POST /credentials): off unless an admin turns them on, because
+    # the role's trust policy must first allow sts:SetSourceIdentity and sts:TagSession.
+    credential_vending: bool = False
+    sts_endpoint: str | None = Field(default=None, max_length=2048)
+    max_credential_ttl: int | None = None
     version: int = 1
     created_at: datetime = Field(default_factory=utcnow, sa_column=_tz_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_tz_column())

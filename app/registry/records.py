@@ -29,6 +29,9 @@ BUCKET_FIELDS: tuple[str, ...] = (
     "is_default_upload",
     "requester_pays",
     "public",
+    "credential_vending",
+    "sts_endpoint",
+    "max_credential_ttl",
 )
 
 
@@ -112,6 +115,10 @@ class BucketRecord:
     service_account: str | None = None
     # Anyone may read it without credentials (Fence's ``cred: '*'``): unsigned URLs are allowed.
     public: bool = False
+    # POST /credentials: vend scoped STS sessions, from this STS, living at most this long.
+    credential_vending: bool = False
+    sts_endpoint: str | None = None
+    max_credential_ttl: int | None = None
     bindings: tuple[BindingRecord, ...] = field(default=())
 
     @classmethod

@@ -35,6 +35,16 @@ class BucketCreate(StrictModel):
     public: StrictBool = Field(
         default=False, description="Anyone may read it: unsigned read URLs are allowed"
     )
+    credential_vending: StrictBool = Field(
+        default=False,
+        description="POST /credentials may vend scoped temporary credentials (S3 with STS)",
+    )
+    sts_endpoint: str | None = Field(
+        default=None, max_length=2048, description="The STS that vends them (default: AWS's)"
+    )
+    max_credential_ttl: int | None = Field(
+        default=None, ge=900, le=43200, description="Seconds; at most the registry's maximum"
+    )
 
 
 class BucketUpdate(StrictModel):
@@ -55,6 +65,9 @@ class BucketUpdate(StrictModel):
     is_default_upload: StrictBool | None = None
     requester_pays: StrictBool | None = None
     public: StrictBool | None = None
+    credential_vending: StrictBool | None = None
+    sts_endpoint: str | None = Field(default=None, max_length=2048)
+    max_credential_ttl: int | None = Field(default=None, ge=900, le=43200)
 
     @model_validator(mode="after")
     def _required_fields_cannot_be_cleared(self) -> BucketUpdate:
@@ -72,6 +85,7 @@ _NOT_CLEARABLE = (
     "data_upload_allowed",
     "is_default_upload",
     "requester_pays",
+    "credential_vending",
 )
 
 

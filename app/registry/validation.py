@@ -267,4 +267,39 @@ def validate_bucket_spec(spec: dict[str, Any], allowlist: Iterable[str]) -> dict
     if spec.get("is_default_upload") and not spec.get("data_upload_allowed"):
         raise InvalidInput("is_default_upload: a default upload bucket must allow data upload")
     spec["labels"] = validate_labels(spec.get("labels") or {})
+    _validate_vending(spec, provider, auth_mode, allowlist)
     return spec
+
+
+def _validate_vending(
+    spec: dict[str, Any], provider: Provider, auth_mode: AuthMode, allowlist: Iterable[str]
+) -> None:
+    """Credential vending needs an STS that can scope a session: AWS's for a role, or the
+    store's own (MinIO's AssumeRole) for a static key pair on an S3-compatible store."""
+    sts_endpoint = spec.get("sts_endpoint")
+    if sts_endpoint:
+        if not provider.speaks_s3:
+            raise InvalidInput("sts_endpoint: only S3-speaking buckets use an STS")
+        try:
+            spec["sts_endpoint"] = validate_endpoint(sts_endpoint, allowlist)
+        except InvalidInput as exc:
+            raise InvalidInput("sts_" + exc.message) from None
+    if spec.get("max_credential_ttl") is not None and not provider.speaks_s3:
+        raise InvalidInput("max_credential_ttl: only S3-speaking buckets vend credentials")
+    if not spec.get("credential_vending"):
+        return
+    if provider is Provider.GCP:
+        raise InvalidInput(
+            "credential_vending: not available for gcp buckets (downscoped tokens are not"
+            " supported); presign URLs instead"
+        )
+    if auth_mode is AuthMode.WORKLOAD_IDENTITY:
+        raise InvalidInput(
+            "credential_vending: needs auth_mode role (AWS STS) or static keys on a store whose"
+            " STS offers AssumeRole; the registry's own identity is never vended"
+        )
+    if auth_mode is AuthMode.STATIC and not provider.needs_endpoint:
+        raise InvalidInput(
+            "credential_vending: aws buckets vend through a role (auth_mode role); static keys"
+            " vend only on an S3-compatible store with its own STS"
+        )

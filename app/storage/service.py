@@ -26,8 +26,10 @@ from app.storage.base import (
 from app.storage.credentials import SecretSource
 from app.storage.gcs.signer import GcsSignerFactory
 from app.storage.s3 import S3BucketSigner, S3SignerFactory
+from app.storage.session_policy import CredentialOp
 from app.storage.sts import StsSessions
 from app.storage.unsigned import unsigned_url, validated_audit
+from app.storage.vending import CredentialVendor, SessionUser, VendedCredentials
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,14 @@ class StorageService:
             )
             factories = defaults
         self._factories = dict(factories)
+        self.vendor = CredentialVendor(
+            settings,
+            secrets,
+            session=session,
+            netguard=netguard,
+            max_attempts=max_attempts,
+            observe=observe,
+        )
         # Signer lifetimes follow credential expiry, a wall-clock instant.
         epoch = self._epoch_seconds
         self._signers: AsyncCache[SignerKey, BucketSigner] = AsyncCache(
@@ -200,6 +210,19 @@ class StorageService:
         if method == "GET" and bucket.provider.speaks_s3:
             extra.update(attribution)
         return await self.sign_with(signer, key, method, lifetime, params=extra or None)
+
+    async def vend_credentials(
+        self,
+        bucket: BucketRecord,
+        prefix: str,
+        ops: tuple[CredentialOp, ...],
+        duration: int | None,
+        user: SessionUser,
+    ) -> VendedCredentials:
+        """A new STS session scoped to ``ops`` under ``prefix``; authorization is the caller's
+        business (``AccessService.vend_credentials``)."""
+        lifetime = self.vendor.duration_for(bucket, duration)
+        return await self.vendor.vend(bucket, prefix, ops, lifetime, user)
 
     def unsigned(self, bucket: BucketRecord, key: str) -> PresignedRequest:
         """The plain GET URL of ``key``, for a public bucket: no credentials are looked up."""

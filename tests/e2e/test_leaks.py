@@ -1,5 +1,7 @@
 """Secret values never appear in a response body or header, a log line, a metric, an audit
-row or any database column — across every flow, including failures."""
+row or any database column — across every flow, including failures. The one exemption is the
+body of a ``POST /credentials`` answer, which carries the temporary keys it vends to the
+caller, and nowhere else."""
 
 from __future__ import annotations
 
@@ -64,6 +66,7 @@ async def test_no_secret_value_escapes_any_flow(make_flow, moto, gateway, pg_url
             "auth_mode": "static",
             "secret_ref": "aws-sm://gen3/bucket-registry/canary",
             "data_upload_allowed": True,
+            "credential_vending": True,
         }
         await flow.register(bucket, "incoming/", ALL_OPS)
         broken = {**bucket, "name": "echoing-store", "endpoint": echoing.url}
@@ -106,6 +109,22 @@ async def test_no_secret_value_escapes_any_flow(make_flow, moto, gateway, pg_url
             headers=user,
         )
         assert failing.status_code == 503
+        vended = await flow.call(
+            "POST",
+            "/credentials",
+            json={"bucket": "minio-canary", "prefix": "incoming/", "ops": ["read", "write"]},
+            headers=user,
+        )
+        assert vended.status_code == 200, vended.text
+        vended_secrets = (vended.json()["secret_access_key"], vended.json()["session_token"])
+        refused = await flow.call(
+            "POST",
+            "/credentials",
+            json={"bucket": "echoing-store", "prefix": "incoming/", "ops": ["read"]},
+            headers=user,
+        )
+        # Its "STS" is the echoing store, whose error quotes the request back.
+        assert refused.status_code == 503, refused.text
         await flow.call("GET", "/resolve/minio-canary", headers=user)
         await flow.call(
             "POST", "/admin/buckets/minio-canary/validate?write_probe=true", headers=flow.admin
@@ -172,3 +191,12 @@ async def test_no_secret_value_escapes_any_flow(make_flow, moto, gateway, pg_url
     without_urls = "\n".join(r.text for r in flow.responses if '"url"' not in r.text)
     assert CANARY_TOKEN not in without_urls
     assert CANARY_KEY_ID in places["responses"]  # the key id is not a secret
+    # The vended keys: in the body of the answer that vended them, and in nothing else.
+    others = "\n".join(
+        r.text + json.dumps(dict(r.headers)) for r in flow.responses if r is not vended
+    )
+    elsewhere = {**places, "responses": others, "its headers": json.dumps(dict(vended.headers))}
+    for secret in vended_secrets:
+        assert secret in vended.text
+        for place, text in elsewhere.items():
+            assert secret not in text, f"a vended secret leaked into {place}"

@@ -5,6 +5,14 @@ botocore's own signer against a keyring before it reaches moto, so each byte tha
 the signature. Keys issued by moto's STS are learnt from moto's in-process backend (the
 ``ThreadedMotoServer`` runs in the test process), including their session token and expiry.
 
+moto issues sessions but enforces no session policy, so the gateway does: a request signed
+with a session that carries an inline policy (``AssumeRole``'s ``Policy``) is mapped to the
+IAM actions S3 would authorize (``s3_authorizations``) and judged by the evaluator in
+``tests.support.iam_policy``; a denial is S3's 403 ``AccessDenied``. The gateway also serves
+as an STS endpoint (a bucket's ``sts_endpoint``): it relays ``AssumeRole`` to moto and keeps
+what was asked (``sts_calls``), because moto drops ``SourceIdentity`` and ``Tags``; requests
+signed with such a session are seen with its ``source_identity``.
+
 Usage::
 
     gateway = S3Gateway(moto.url).start()
@@ -12,6 +20,7 @@ Usage::
     ...                      # presign against gateway.url, send with httpx
     gateway.seen[-1].access_key_id, gateway.rejections
     gateway.clock_offset = 7200   # pretend two hours passed (expiry checks)
+    gateway.sts_calls[-1].source_identity, gateway.policy_denials
     gateway.stop()
 """
 
@@ -25,7 +34,8 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 import httpx
@@ -33,6 +43,7 @@ from botocore.auth import SIGV4_TIMESTAMP, S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
+from tests.support.iam_policy import Policy
 from tests.support.net import BackgroundHTTPServer
 
 _AUTH_QUERY_PARAMS = frozenset(
@@ -81,6 +92,40 @@ class Seen:
     method: str
     path: str
     query_signed: bool
+    # The SourceIdentity of the session that signed it, when that session was issued here.
+    source_identity: str | None = None
+
+
+@dataclass(frozen=True)
+class StsCall:
+    """An AssumeRole relayed to moto: what was asked, and the key id it answered with."""
+
+    params: dict[str, str]
+    access_key_id: str | None
+    # The access key id the AssumeRole request was signed with.
+    signed_by: str | None = None
+
+    @property
+    def source_identity(self) -> str | None:
+        return self.params.get("SourceIdentity")
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """``Tags.member.N.Key`` / ``.Value`` as one mapping."""
+        found: dict[str, str] = {}
+        for name, key in self.params.items():
+            if name.startswith("Tags.member.") and name.endswith(".Key"):
+                found[key] = self.params.get(name[: -len("Key")] + "Value", "")
+        return found
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """One IAM question a request asks: S3 authorizes the request only if each is allowed."""
+
+    action: str
+    resource: str
+    context: tuple[tuple[str, str], ...] = ()
 
 
 class Rejected(Exception):
@@ -95,6 +140,7 @@ class _Key:
     secret: str
     session_token: str | None = None
     expires_at: datetime | None = None
+    policy: str | None = None
 
 
 class S3Gateway(BackgroundHTTPServer):
@@ -111,6 +157,8 @@ class S3Gateway(BackgroundHTTPServer):
         self.keyring: dict[str, str] = {}
         self.seen: list[Seen] = []
         self.rejections: list[str] = []
+        self.sts_calls: list[StsCall] = []
+        self.policy_denials: list[Authorization] = []
         self.clock_offset = 0.0
         self._upstream_client = httpx.Client(timeout=60)
 
@@ -141,6 +189,8 @@ class S3Gateway(BackgroundHTTPServer):
         self.keyring.clear()
         self.seen.clear()
         self.rejections.clear()
+        self.sts_calls.clear()
+        self.policy_denials.clear()
         self.clock_offset = 0.0
 
     def now(self) -> datetime:
@@ -160,10 +210,43 @@ class S3Gateway(BackgroundHTTPServer):
         query = dict(params)
         lower = {name.lower(): value for name, value in headers.items()}
         if "X-Amz-Signature" in query:
-            return self._verify_query(method, raw_path, params, query, lower)
-        if "authorization" in lower:
-            return self._verify_header(method, raw_path, params, lower, body)
-        raise Rejected("AccessDenied", "Anonymous access is forbidden for this bucket")
+            seen = self._verify_query(method, raw_path, params, query, lower)
+        elif "authorization" in lower:
+            seen = self._verify_header(method, raw_path, params, lower, body)
+        else:
+            raise Rejected("AccessDenied", "Anonymous access is forbidden for this bucket")
+        key = self._known_key(seen.access_key_id)
+        if key is not None and key.policy:
+            policy = Policy.parse(key.policy)
+            for question in s3_authorizations(method, raw_path, params, lower, body):
+                if not policy.allows(question.action, question.resource, dict(question.context)):
+                    self.policy_denials.append(question)
+                    raise Rejected(
+                        "AccessDenied",
+                        f"{question.action} on {question.resource} is not allowed by the"
+                        " session policy",
+                    )
+        call = self.session_of(seen.access_key_id)
+        if call is not None and call.source_identity:
+            seen = Seen(
+                seen.access_key_id,
+                seen.method,
+                seen.path,
+                seen.query_signed,
+                source_identity=call.source_identity,
+            )
+        return seen
+
+    def session_of(self, access_key_id: str) -> StsCall | None:
+        for call in reversed(self.sts_calls):
+            if call.access_key_id == access_key_id:
+                return call
+        return None
+
+    def _known_key(self, access_key_id: str) -> _Key | None:
+        if access_key_id in self.keyring:
+            return None
+        return _sts_issued_key(access_key_id)
 
     def _verify_query(
         self,
@@ -326,6 +409,7 @@ def _sts_issued_key(access_key_id: str) -> _Key | None:
                     role.secret_access_key,
                     role.session_token,
                     role.expiration.replace(tzinfo=UTC),
+                    policy=role.policy or None,
                 )
     return None
 
@@ -347,6 +431,9 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         parts = urlsplit(self.path)
         headers = {name: value for name, value in self.headers.items()}
+        if self.command == "POST" and parts.path == "/" and _is_sts(body):
+            self._relay_sts(gateway, headers, body)
+            return
         try:
             seen = gateway.verify(self.command, parts.path, parts.query, headers, body)
         except Rejected as rejected:
@@ -368,6 +455,32 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         length_header = answer.headers.get("content-length") if self.command == "HEAD" else None
         self._reply(answer.status_code, relayed, answer.content, length_header)
 
+    def _relay_sts(self, gateway: S3Gateway, headers: dict[str, str], body: bytes) -> None:
+        params = dict(parse_qsl(body.decode(), keep_blank_values=True))
+        forwarded = {
+            name: value
+            for name, value in headers.items()
+            if name.lower() not in ("host", "connection", "content-length", "expect")
+        }
+        answer = gateway._upstream_client.post(
+            gateway.upstream + "/", headers=forwarded, content=body
+        )
+        access_key_id = None
+        if answer.status_code == 200 and params.get("Action") == "AssumeRole":
+            found = re.search(rb"<AccessKeyId>([^<]+)</AccessKeyId>", answer.content)
+            access_key_id = found.group(1).decode() if found else None
+        if params.get("Action") == "AssumeRole":
+            signer = re.search(r"Credential=([^/]+)/", headers.get("Authorization", ""))
+            gateway.sts_calls.append(
+                StsCall(params, access_key_id, signer.group(1) if signer else None)
+            )
+        relayed = {
+            name: value
+            for name, value in answer.headers.items()
+            if name.lower() not in _NOT_RELAYED_HEADERS
+        }
+        self._reply(answer.status_code, relayed, answer.content)
+
     def _reply(
         self, status: int, headers: dict[str, str], body: bytes, length: str | None = None
     ) -> None:
@@ -386,3 +499,73 @@ def _error_xml(rejected: Rejected) -> bytes:
         f"<Error><Code>{rejected.code}</Code><Message>{escape(rejected.message)}</Message>"
         "</Error>"
     ).encode()
+
+
+def _is_sts(body: bytes) -> bool:
+    return body.startswith(b"Action=") or b"&Action=" in body
+
+
+def s3_authorizations(
+    method: str,
+    raw_path: str,
+    params: list[tuple[str, str]],
+    headers: dict[str, str],
+    body: bytes,
+) -> list[Authorization]:
+    """The IAM actions and resources S3 checks for a path-style request (the subset of the
+    S3 API that SDKs, aws cli, s5cmd and rclone use for objects); anything else maps to an
+    action no session policy grants."""
+    query = {name: value for name, value in params if name not in _AUTH_QUERY_PARAMS}
+    bucket, _, raw_key = raw_path.lstrip("/").partition("/")
+    bucket_arn = f"arn:aws:s3:::{unquote(bucket)}"
+    if not raw_key:
+        if method in ("GET", "HEAD"):
+            if "uploads" in query:
+                return [Authorization("s3:ListBucketMultipartUploads", bucket_arn)]
+            if "location" in query:
+                return [Authorization("s3:GetBucketLocation", bucket_arn)]
+            if set(query) - {
+                "list-type",
+                "prefix",
+                "delimiter",
+                "max-keys",
+                "continuation-token",
+                "start-after",
+                "encoding-type",
+                "fetch-owner",
+                "marker",
+            }:
+                return [Authorization("s3:UnsupportedBucketRead", bucket_arn)]
+            context = (("s3:prefix", query["prefix"]),) if "prefix" in query else ()
+            return [Authorization("s3:ListBucket", bucket_arn, context)]
+        if method == "POST" and "delete" in query:
+            keys = [
+                element.text or ""
+                for element in ElementTree.fromstring(body).iter()
+                if element.tag.rsplit("}", 1)[-1] == "Key"
+            ]
+            return [Authorization("s3:DeleteObject", f"{bucket_arn}/{key}") for key in keys]
+        return [Authorization(f"s3:UnsupportedBucket{method.title()}", bucket_arn)]
+    object_arn = f"{bucket_arn}/{unquote(raw_key)}"
+    if method in ("GET", "HEAD"):
+        if "uploadId" in query:
+            return [Authorization("s3:ListMultipartUploadParts", object_arn)]
+        if set(query) & {"tagging", "acl", "attributes", "retention", "legal-hold", "torrent"}:
+            return [Authorization("s3:UnsupportedObjectRead", object_arn)]
+        return [Authorization("s3:GetObject", object_arn)]
+    if method == "PUT":
+        if set(query) & {"tagging", "acl", "retention", "legal-hold"}:
+            return [Authorization("s3:UnsupportedObjectWrite", object_arn)]
+        questions = [Authorization("s3:PutObject", object_arn)]
+        source = headers.get("x-amz-copy-source")
+        if source:
+            path = unquote(source.split("?", 1)[0]).lstrip("/")
+            questions.append(Authorization("s3:GetObject", f"arn:aws:s3:::{path}"))
+        return questions
+    if method == "POST" and ("uploads" in query or "uploadId" in query):
+        return [Authorization("s3:PutObject", object_arn)]
+    if method == "DELETE":
+        if "uploadId" in query:
+            return [Authorization("s3:AbortMultipartUpload", object_arn)]
+        return [Authorization("s3:DeleteObject", object_arn)]
+    return [Authorization(f"s3:UnsupportedObject{method.title()}", object_arn)]
