@@ -1,6 +1,7 @@
 """The rest of Fence's contract, played by Fence with its ServiceAccount token through real HTTP:
 public records and buckets (unsigned URLs), attribution in signed GETs, batches for several
-principals, server-side deletes, the bucket list, and each refusal's status and message."""
+principals, server-side deletes, the bucket list, each refusal's status and message, and a
+fence-config.yaml imported, then served."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 
+from app.migration.commands import ImportRequest, run_import
 from tests.e2e import test_trusted_callers as trusted
 from tests.e2e.conftest import Flow, boto
 from tests.e2e.test_data_path import MIB, send
@@ -24,6 +27,7 @@ from tests.e2e.test_trusted_callers import (
     s3_bucket,
     user_token,
 )
+from tests.migration.conftest import FIXTURE as FENCE_CONFIG
 
 # Fence's fixtures: its cluster's issuer, the app with a data and an upload bucket, and Fence.
 cluster = trusted.cluster
@@ -542,3 +546,113 @@ async def test_multipart_refusals_say_why(fence: Fence, fence_flow: Flow) -> Non
         assert answer.status_code == 401, answer.text
         assert answer.json()["error"] == "on_behalf_of_invalid"
         assert message in answer.json()["message"], answer.text
+
+
+# -- an imported fence-config -------------------------------------------------------------------
+
+
+def imported_config(gateway_url: str) -> str:
+    """The migration tests' fence-config.yaml, its two main buckets moved behind the gateway
+    and the buckets on hosts this test cannot reach left out."""
+    config = yaml.safe_load(FENCE_CONFIG.read_text())
+    for name in ("commons-data", "commons-uploads"):
+        config["S3_BUCKETS"][name]["endpoint_url"] = gateway_url
+    for name in ("onprem-archive", "minio-scratch"):
+        del config["S3_BUCKETS"][name]
+    config["ALLOWED_DATA_UPLOAD_BUCKETS"] = ["commons-uploads"]
+    return yaml.safe_dump(config)
+
+
+async def test_an_imported_bucket_serves_fences_records_under_any_program(
+    flow_settings, make_flow, moto, gateway, cluster, tmp_path
+) -> None:
+    keys = yaml.safe_load(FENCE_CONFIG.read_text())["AWS_CREDENTIALS"]
+    for name in ("CRED1", "CRED2"):
+        gateway.add_key(keys[name]["aws_access_key_id"], keys[name]["aws_secret_access_key"])
+    path = tmp_path / "fence-config.yaml"
+    path.write_text(imported_config(gateway.url))
+    out: list[str] = []
+    code = await run_import(
+        flow_settings(),
+        ImportRequest(path, write_secrets=True),
+        out=out.append,
+        err=out.append,
+    )
+    assert code == 0, "\n".join(out)
+
+    flow: Flow = await make_flow(
+        service_token_issuer=cluster.issuer,
+        service_token_jwks_url=cluster.issuer + "/openid/v1/jwks",
+        trusted_callers=FENCE_SA,
+    )
+    fence = Fence(flow, cluster)
+    s3 = boto(moto, "s3")
+    for name in ("commons-data", "commons-uploads"):
+        s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket="commons-data", Key="guid-i/a.bam", Body=b"program A")
+    s3.put_object(Bucket="commons-data", Key="guid-i/b.bam", Body=b"program B")
+    flow.arborist.grant("alice", "reader", "/programs/A/projects/P")
+    flow.arborist.grant("bob", "reader", "/programs/B")
+    flow.arborist.grant("submitter", "uploader", "/data_file")
+
+    # The root binding serves any program's record; Arborist decides on the record's authz.
+    for who, authz, key, data in (
+        ("alice", "/programs/A/projects/P", "guid-i/a.bam", b"program A"),
+        ("bob", "/programs/B/projects/Q", "guid-i/b.bam", b"program B"),
+    ):
+        signed = await fence.presign(user_token(flow, who), [authz], "commons-data", key, "read")
+        assert signed.status_code == 200, signed.text
+        assert (await send(signed.json())).content == data
+    denied = await fence.presign(
+        user_token(flow, "alice"),
+        ["/programs/B/projects/Q"],
+        "commons-data",
+        "guid-i/b.bam",
+        "read",
+    )
+    assert denied.status_code == 403
+    # A user calling directly is checked on the bound path, "/", which Arborist holds no
+    # grant on: imported buckets serve direct users only once an admin binds narrower paths.
+    direct = await flow.presign("alice", "commons-data", "guid-i/a.bam", "read")
+    assert direct.status_code == 403
+
+    # Uploads: only ALLOWED_DATA_UPLOAD_BUCKETS take them, and the default is DATA_UPLOAD_BUCKET.
+    default = await flow.call("GET", "/resolve?purpose=upload", headers=flow.user("submitter"))
+    assert default.status_code == 200 and default.json()["name"] == "commons-uploads"
+    submitter = user_token(flow, "submitter")
+    put = await fence.presign(
+        submitter, ["/data_file"], "commons-uploads", "guid-i/new", "write", method="file_upload"
+    )
+    assert put.status_code == 200, put.text
+    assert (await send(put.json(), b"new upload")).status_code == 200
+    assert s3.get_object(Bucket="commons-uploads", Key="guid-i/new")["Body"].read() == (
+        b"new upload"
+    )
+    closed = await fence.presign(
+        submitter, ["/data_file"], "commons-data", "guid-i/new", "write", method="file_upload"
+    )
+    assert closed.status_code == 403 and "does not accept uploads" in closed.json()["message"]
+
+    # cred '*': a public record gets Fence's unsigned URL, nothing signed.
+    flow.arborist.grant_anonymous("reader", "/programs/OPEN")
+    public = await fence.presign(
+        {"anonymous": True}, ["/programs/OPEN"], "commons-public-refs", "ref/hg38.fa", "read"
+    )
+    assert public.status_code == 200, public.text
+    assert public.json()["url"] == (
+        "https://commons-public-refs.s3.us-east-1.amazonaws.com/ref/hg38.fa"
+    )
+
+    listed = await flow.call("GET", "/fence/buckets", headers=fence.headers)
+    assert listed.status_code == 200
+    assert set(listed.json()["S3_BUCKETS"]) == {
+        "commons-data",
+        "commons-uploads",
+        "commons-role-data",
+        "commons-public-refs",
+        "commons-requester-pays",
+    }
+    assert listed.json()["S3_BUCKETS"]["commons-data"] == {
+        "region": "us-east-1",
+        "endpoint_url": gateway.url,
+    }
