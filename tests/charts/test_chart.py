@@ -151,6 +151,7 @@ EVERYTHING = merged(
         },
         "fenceConfig": {"existingSecret": "", "existingConfigMap": "manifest-fence"},
         "endpointAllowlist": ["minio.storage.svc", "10.0.0.0/8"],
+        "auth": {"tokenAudience": "https://data.example.org/user", "legacyAuthzEnabled": False},
         "autoscaling": {"targetMemoryUtilizationPercentage": 80},
         "pdb": {"maxUnavailable": 1},
         "extraEnv": [{"name": "EXTRA", "value": "1"}],
@@ -623,6 +624,9 @@ def test_configmap_env(default_docs: list[Manifest]) -> None:
         "BUCKET_REGISTRY_MAX_PRESIGNED_URL_TTL": "3600",
         "BUCKET_REGISTRY_LOG_LEVEL": "INFO",
         "BUCKET_REGISTRY_WORKERS": "1",
+        "BUCKET_REGISTRY_DATA_SCOPES": '["openid","data"]',
+        "BUCKET_REGISTRY_ADMIN_SCOPES": '["openid"]',
+        "BUCKET_REGISTRY_LEGACY_AUTHZ_ENABLED": "true",
     }
 
 
@@ -644,3 +648,77 @@ def test_endpoint_allowlist_is_a_json_list() -> None:
         "10.0.0.0/8",
     ]
     assert settings(docs)["BUCKET_REGISTRY_VAULT_ADDR"] == "https://vault.vault.svc:8200"
+
+
+def settings_from(data: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The service's settings as a pod given this ConfigMap would load them."""
+    from app.config import Settings
+
+    for key, value in data.items():
+        if key.startswith("BUCKET_REGISTRY_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("BUCKET_REGISTRY_DATABASE_URL", "sqlite+aiosqlite:///unused.db")
+    return Settings()
+
+
+def test_service_tokens_and_scopes_reach_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = settings(render(EVERYTHING))
+    issuer = "https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+    assert data["BUCKET_REGISTRY_SERVICE_TOKEN_ISSUER"] == issuer
+    loaded = settings_from(data, monkeypatch)
+    assert loaded.service_token_issuer == issuer
+    assert loaded.service_token_jwks_url == issuer + "/keys"
+    assert loaded.service_token_audience == "bucket-registry"
+    assert loaded.trusted_callers == ["system:serviceaccount:gen3:fence-sa"]
+    assert loaded.data_scopes == ["openid", "data"] and loaded.admin_scopes == ["openid"]
+    assert loaded.token_audience == "https://data.example.org/user"
+    assert loaded.legacy_authz_enabled is False
+
+
+def test_in_cluster_issuer_with_several_callers_and_scopes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = {
+        "serviceTokens": {
+            "issuer": "https://kubernetes.default.svc.cluster.local",
+            "jwksUrl": "https://kubernetes.default.svc/openid/v1/jwks",
+            "audience": "gen3-bucket-registry",
+            "trustedCallers": ["system:serviceaccount:gen3:fence-sa", "system:serviceaccount:x:y"],
+        },
+        "auth": {"dataScopes": ["openid", "user", "data"]},
+    }
+    loaded = settings_from(settings(render(values)), monkeypatch)
+    assert loaded.service_token_jwks_url == "https://kubernetes.default.svc/openid/v1/jwks"
+    assert loaded.service_token_audience == "gen3-bucket-registry"
+    assert loaded.trusted_callers == [
+        "system:serviceaccount:gen3:fence-sa",
+        "system:serviceaccount:x:y",
+    ]
+    assert loaded.data_scopes == ["openid", "user", "data"]
+    assert loaded.legacy_authz_enabled is True and loaded.token_audience is None
+
+
+def test_service_tokens_are_off_by_default(default_docs: list[Manifest]) -> None:
+    assert not any("SERVICE_TOKEN" in key or "TRUSTED" in key for key in settings(default_docs))
+
+
+@pytest.mark.parametrize(
+    ("service_tokens", "message"),
+    [
+        ({"issuer": "https://kubernetes.default.svc.cluster.local"}, "together"),
+        ({"jwksUrl": "https://kubernetes.default.svc/openid/v1/jwks"}, "together"),
+        (
+            {
+                "issuer": "https://kubernetes.default.svc.cluster.local",
+                "jwksUrl": "https://kubernetes.default.svc/openid/v1/jwks",
+            },
+            "trusted callers",
+        ),
+        ({"trustedCallers": ["system:serviceaccount:gen3:fence-sa"]}, "needs serviceTokens"),
+    ],
+)
+def test_incomplete_service_token_values_are_refused(
+    service_tokens: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmError, match=message):
+        render({"serviceTokens": service_tokens})
