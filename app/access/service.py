@@ -156,6 +156,7 @@ class AccessService:
         *,
         action: str,
         memo: AuthorizationMemo | None = None,
+        own_line: bool | None = None,
         is_prefix: bool = False,
         whole_bucket: bool = False,
     ) -> Grant:
@@ -165,8 +166,11 @@ class AccessService:
         through. Fails closed: no matching binding, a suspended bucket, an upload to a bucket
         that takes none, a denial, or an Arborist that cannot answer all refuse. Every outcome
         is logged. ``is_prefix``: ``key`` is a prefix (ending in ``/``) covering many keys;
-        ``whole_bucket`` lets that prefix be empty.
+        ``whole_bucket`` lets that prefix be empty. ``own_line`` (default: whether a memo is
+        given, i.e. a batch) logs the decision on its own line instead of the request's.
         """
+        if own_line is None:
+            own_line = memo is not None
         bucket: BucketRecord | None = None
         try:
             if is_prefix:
@@ -189,7 +193,7 @@ class AccessService:
                 action,
                 allowed=False,
                 reason=exc.message,
-                own_line=memo is not None,
+                own_line=own_line,
             )
             if self._count is not None:
                 provider = bucket.provider.value if bucket is not None else "unknown"
@@ -205,7 +209,7 @@ class AccessService:
             action,
             allowed=True,
             reason=f"granted on {grant.resource_path}",
-            own_line=memo is not None,
+            own_line=own_line,
         )
         return grant
 
@@ -330,7 +334,11 @@ class AccessService:
         """
         if unsigned and op is not Op.READ:
             raise InvalidInput("unsigned URLs are for read only")
-        grant = await self.authorize(identity, bucket, key, op, action="presign", memo=memo)
+        # One memo for the request: the unsigned check below may ask what authorize asked.
+        asked = memo if memo is not None else AuthorizationMemo()
+        grant = await self.authorize(
+            identity, bucket, key, op, action="presign", memo=asked, own_line=memo is not None
+        )
         record = grant.bucket
         if user_project is not None and record.provider is not Provider.GCP:
             raise InvalidInput("user_project applies to gcp buckets only")
@@ -338,7 +346,7 @@ class AccessService:
         if unsigned or keyless_public:
             if user_project is not None:
                 raise InvalidInput("user_project needs a signed URL; omit unsigned")
-            if not await self.may_read_unsigned(grant, identity, memo or AuthorizationMemo()):
+            if not await self.may_read_unsigned(grant, identity, asked):
                 refused = UnsignedRefused(
                     f"bucket {record.name!r} is not public: unsigned URLs are refused"
                 )
