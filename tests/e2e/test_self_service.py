@@ -449,3 +449,43 @@ async def test_external_id_rotates_in_two_phases(make_flow, moto, gateway) -> No
         role.external_id for role in sts_backends["123456789012"]["aws"].assumed_roles
     }
     assert (await actions(flow, "abc-role"))[-2:] == ["rotate", "rotate"]
+
+
+async def test_operators_list_approve_and_reject_from_the_command_line(
+    make_flow, moto, gateway, pg_url, monkeypatch
+) -> None:
+    import asyncio
+    import json
+
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    flow = await setup(make_flow, self_service_approval="admin")
+    for name in ("abc-one", "abc-two"):
+        boto(moto, "s3").create_bucket(Bucket=name)
+        await register(flow, role_body(name))
+    monkeypatch.setenv("BUCKET_REGISTRY_DATABASE_URL", pg_url)
+    monkeypatch.setenv("BUCKET_REGISTRY_SELF_SERVICE_APPROVAL", "admin")
+
+    async def run(*args: str) -> Any:
+        return await asyncio.to_thread(
+            CliRunner().invoke, cli, list(args), prog_name="bucket-registry"
+        )
+
+    listed = await run("pending", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [(row["name"], row["validated"]) for row in json.loads(listed.output)] == [
+        ("abc-one", True),
+        ("abc-two", True),
+    ]
+    approved = await run("approve", "abc-one")
+    assert approved.exit_code == 0 and "abc-one: active" in approved.output
+    assert (await run("approve", "abc-one")).exit_code == 1
+    assert (await run("reject", "abc-two")).exit_code == 0
+    assert (await record(flow, "abc-one", "admin"))["status"] == "active"
+    assert (await record(flow, "abc-two", "admin"))["status"] == "rejected"
+    trail = await flow.call("GET", "/admin/buckets/abc-one/audit", headers=flow.admin)
+    assert trail.json()[0]["action"] == "approve"
+    assert trail.json()[0]["actor"].startswith("cli")
+    assert "0 pending" in (await run("pending")).output
