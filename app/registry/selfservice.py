@@ -141,11 +141,12 @@ def registrant_update(before: Mapping[str, Any], changes: dict[str, Any]) -> dic
     if any(name in changes and changes[name] != before.get(name) for name in CREDENTIAL_FIELDS):
         if before.get("status") in (BucketStatus.ACTIVE, BucketStatus.PENDING):
             derived["status"] = BucketStatus.PENDING.value
+        # Keys held for one store (perhaps put there by an admin) are never sent to another:
+        # after such a change the registrant PUTs keys again; a role needs none.
+        derived.update(secret_ref=None, secret_version=None)
         if merged.get("auth_mode") == AuthMode.ROLE:
             if not merged.get("external_id"):
                 derived["external_id"] = new_external_id()
-            # The registry assumes a registrant's role with its own identity, never with keys.
-            derived.update(secret_ref=None, secret_version=None)
         else:
             derived.update(external_id=None, pending_external_id=None)
     return derived

@@ -20,6 +20,7 @@ from tests.e2e.conftest import (
     STATIC_SECRET,
     Flow,
     boto,
+    put_static_secret,
 )
 from tests.e2e.test_data_path import key_id_of, send
 
@@ -489,3 +490,31 @@ async def test_operators_list_approve_and_reject_from_the_command_line(
     assert trail.json()[0]["action"] == "approve"
     assert trail.json()[0]["actor"].startswith("cli")
     assert "0 pending" in (await run("pending")).output
+
+
+async def test_keys_never_follow_a_registrants_new_endpoint(make_flow, moto, gateway) -> None:
+    flow = await setup(make_flow)
+    boto(moto, "s3").create_bucket(Bucket="minio-abc")
+    put_static_secret(moto, "gen3/bucket-registry/minio-abc", STATIC_KEY_ID, STATIC_SECRET)
+    admins = {
+        "name": "minio-abc",
+        "provider": "minio",
+        "endpoint": gateway.url,
+        "auth_mode": "static",
+        "secret_ref": "aws-sm://gen3/bucket-registry/minio-abc",
+        "project_resource": PROJECT,
+    }
+    created = await flow.call("POST", "/admin/buckets", json=admins, headers=flow.admin)
+    assert created.json()["status"] == "active"
+    moved = await flow.call(
+        "PATCH",
+        "/admin/buckets/minio-abc",
+        json={"endpoint": "http://127.0.0.1:9"},
+        headers=flow.user("owner"),
+    )
+    assert moved.status_code == 200, moved.text
+    shown = await record(flow, "minio-abc")
+    assert (shown["status"], shown["secret_ref"]) == ("pending", False)
+    validated = await flow.call("POST", "/admin/buckets/minio-abc/validate", headers=flow.admin)
+    assert validated.json()["ok"] is False
+    assert "no keys yet" in validated.json()["checks"]["secret_accessible"]["reason"]
