@@ -252,6 +252,109 @@ def validate(
         raise typer.Exit(1)
 
 
+def _operator() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+@cli.command()
+def pending(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List self-registered buckets waiting for validation or approval, with their last
+    validation."""
+    import asyncio
+    import json
+
+    from app.db import Database
+    from app.registry.records import BucketStatus
+    from app.registry.service import BucketFilter, RegistryService
+
+    settings = Settings()
+
+    async def run() -> list[dict[str, object]]:
+        db = Database(settings)
+        try:
+            registry = RegistryService(db, endpoint_allowlist=settings.endpoint_allowlist)
+            found: list[dict[str, object]] = []
+            cursor = None
+            while True:
+                page = await registry.list_buckets(
+                    BucketFilter(status=BucketStatus.PENDING), 500, cursor
+                )
+                for row in page.items:
+                    validation = row.validation or {}
+                    found.append(
+                        {
+                            "name": row.name,
+                            "project_resource": row.project_resource,
+                            "validated": validation.get("ok"),
+                            "validated_at": validation.get("at"),
+                        }
+                    )
+                if not page.next_cursor:
+                    return found
+                cursor = page.next_cursor
+        finally:
+            await db.dispose()
+
+    rows = asyncio.run(run())
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{len(rows)} pending bucket(s)")
+    for row in rows:
+        state = {True: "passed", False: "failed", None: "not run"}[row["validated"]]  # type: ignore[index]
+        typer.echo(f"{row['name']}  {row['project_resource'] or '-'}  validation {state}")
+
+
+def _decide(name: str, verdict: str) -> None:
+    import asyncio
+
+    from app.container import Services
+    from app.errors import RegistryError
+    from app.logs import configure_logging
+    from app.metrics import Metrics
+    from app.registry.service import Actor
+
+    settings = Settings()
+    configure_logging("WARNING", json_format=settings.log_json)
+
+    async def run() -> None:
+        services = await Services.start(settings, metrics=Metrics(), listen=False)
+        try:
+            decide = getattr(services.selfservice, verdict)
+            await decide(name, Actor(_operator()))
+        finally:
+            await services.aclose()
+
+    try:
+        asyncio.run(run())
+    except RegistryError as exc:
+        typer.echo(f"{name}: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{name}: {'active' if verdict == 'approve' else 'rejected'}")
+
+
+@cli.command()
+def approve(name: Annotated[str, typer.Argument(help="The pending bucket.")]) -> None:
+    """Approve a pending bucket that passed validation (as POST /admin/buckets/{name}/approve).
+
+    Exits 1 when the bucket is not pending or has not passed validation.
+    """
+    _decide(name, "approve")
+
+
+@cli.command()
+def reject(name: Annotated[str, typer.Argument(help="The pending bucket.")]) -> None:
+    """Reject a pending bucket: it keeps its name and serves nothing."""
+    _decide(name, "reject")
+
+
 cli.command("import-fence-config")(import_fence_config)
 cli.command("export")(export_command)
 

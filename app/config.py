@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     admin_resource: str = "/services/bucket-registry"
     admin_service: str = "bucket-registry"
     admin_method: str = "bucket_admin"
+    # Project self-service (docs/self-service.md): this method of ``admin_service`` on a
+    # project's resource path lets a user register and manage that project's buckets.
+    register_method: str = "bucket_register"
+    # ``validation``: a self-registered bucket turns active when a validation passes;
+    # ``admin``: a bucket admin must also approve it.
+    self_service_approval: Literal["validation", "admin"] = "validation"
+    # Where keys submitted through PUT /admin/buckets/{name}/credentials are kept: a secret
+    # reference prefix the registry owns (default: one derived from ``secrets_backend``).
+    self_service_secrets: str | None = None
     # Scopes a user's token must carry (comma-separated in the environment), checked before
     # Arborist is asked. Arborist itself refuses tokens without ``openid``.
     data_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["openid", "data"])

@@ -20,11 +20,13 @@ from app.db import Database
 from app.dev import DEV_ISSUER, DevMode, dev_jwks
 from app.fence_config.source import FenceConfigSecrets, FenceConfigSource
 from app.health.probe import BucketProbe
+from app.health.selfservice import SelfService
 from app.metrics import Metrics
 from app.netguard import NetGuard, guarded_transport
 from app.registry.notify import NotifyListener
 from app.registry.service import BucketChange, RegistryService
 from app.secrets.base import validate_secret_version
+from app.secrets.owned import OwnedSecrets
 from app.secrets.store import SecretStore
 from app.storage.service import StorageService
 
@@ -47,6 +49,7 @@ class Services:
     probe: BucketProbe
     metrics: Metrics
     netguard: NetGuard
+    selfservice: SelfService
     listener: NotifyListener | None = None
     dev: DevMode | None = None
 
@@ -138,6 +141,12 @@ class Services:
             max_entries=settings.cache_max_entries,
             fallback=fallback,
         )
+        # The probe sends requests to admin-chosen endpoints: its own client, guarded.
+        probe = BucketProbe(
+            secrets,
+            storage,
+            httpx.AsyncClient(transport=guarded_transport(netguard), trust_env=False),
+        )
         services = cls(
             settings=settings,
             db=db,
@@ -155,13 +164,20 @@ class Services:
                 storage,
                 count=lambda *labels: metrics.presigns.labels(*labels).inc(),
             ),
-            # The probe sends requests to admin-chosen endpoints: its own client, guarded.
-            probe=BucketProbe(
+            probe=probe,
+            netguard=netguard,
+            selfservice=SelfService(
+                registry,
+                probe,
                 secrets,
                 storage,
-                httpx.AsyncClient(transport=guarded_transport(netguard), trust_env=False),
+                OwnedSecrets(
+                    settings.self_service_secrets,
+                    default_backend=settings.secrets_backend,
+                    file_dir=settings.file_secrets_dir,
+                ),
+                approval=settings.self_service_approval,
             ),
-            netguard=netguard,
             metrics=metrics,
             dev=dev,
         )

@@ -30,7 +30,7 @@ from app.errors import (
 )
 from app.logs import annotate_request, request_id_var
 from app.registry.keys import validate_key, validate_prefix
-from app.registry.records import BucketRecord, Op, Provider, secret_fingerprint
+from app.registry.records import BucketRecord, BucketStatus, Op, Provider, secret_fingerprint
 from app.secrets.base import SCHEMES
 from app.storage.base import PresignedRequest
 from app.storage.service import StorageService
@@ -247,7 +247,11 @@ class AccessService:
     @staticmethod
     def _check_bucket(bucket: BucketRecord, op: Op) -> None:
         if not bucket.is_active:
-            raise BucketSuspended(f"bucket {bucket.name!r} is suspended")
+            if bucket.status is BucketStatus.PENDING:
+                raise BucketSuspended(
+                    f"bucket {bucket.name!r} is pending: it serves nothing until it validates"
+                )
+            raise BucketSuspended(f"bucket {bucket.name!r} is {bucket.status.value}")
         if op in (Op.WRITE, Op.MULTIPART) and not bucket.data_upload_allowed:
             # As Fence's ALLOWED_DATA_UPLOAD_BUCKETS: the bucket's own switch, above bindings.
             raise AccessDenied(f"bucket {bucket.name!r} does not accept uploads")

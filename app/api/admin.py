@@ -1,5 +1,6 @@
-"""Admin API (docs/api.md): thin handlers over ``RegistryService``; every route needs
-bucket_admin."""
+"""Admin API (docs/api.md): thin handlers over ``RegistryService``. Every route needs
+bucket_admin, or bucket_register on a project for that project's buckets (docs/self-service.md:
+registrants see and change only those, under the self-service rules)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from app.api.deps import AdminDep, ServicesDep, actor_for, admin_identity
+from app.api.deps import Manager, ManagerDep, ServicesDep, actor_for, manager_identity, may_manage
 from app.api.errors import documented_errors
 from app.api.schemas import (
     AuditOut,
@@ -20,15 +21,26 @@ from app.api.schemas import (
     CreatedBinding,
     CreatedBucket,
     CreatedPrefix,
+    CredentialsRotated,
+    ExternalIdIssued,
     Ok,
     PrefixOut,
     StatusChanged,
+    VersionsPruned,
 )
-from app.errors import InvalidInput
+from app.container import Services
+from app.errors import AccessDenied, BucketNotFound, InvalidInput
 from app.registry.models import Bucket, BucketAudit, BucketPolicyBinding
 from app.registry.paging import Page
 from app.registry.records import BucketStatus, Provider
-from app.registry.schemas import BindingCreate, BucketCreate, BucketUpdate, PrefixCreate
+from app.registry.schemas import (
+    BindingCreate,
+    BucketCreate,
+    BucketUpdate,
+    GcpKey,
+    PrefixCreate,
+    S3Keys,
+)
 from app.registry.service import BucketFilter
 from app.registry.validation import LABEL_KEY_RE
 
@@ -36,14 +48,14 @@ _ERRORS = documented_errors(
     {
         400: "Invalid input",
         401: "Missing, invalid or expired token",
-        403: "Not a bucket admin",
+        403: "Not a bucket admin (nor a registrant of the bucket's project)",
         404: "Unknown bucket",
         503: "A dependency (Arborist, database) is unavailable",
     }
 )
 
 router = APIRouter(
-    prefix="/admin", tags=["admin"], dependencies=[Depends(admin_identity)], responses=_ERRORS
+    prefix="/admin", tags=["admin"], dependencies=[Depends(manager_identity)], responses=_ERRORS
 )
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size")]
@@ -64,6 +76,14 @@ def bucket_json(bucket: Any) -> dict[str, Any]:
     values["created_at"] = values["created_at"].isoformat()
     values["updated_at"] = values["updated_at"].isoformat()
     return values
+
+
+async def visible_bucket(services: Services, who: Manager, name: str) -> Bucket:
+    """The bucket, if the caller may manage it; to anyone else it is not registered."""
+    bucket = await services.registry.get_bucket(name)
+    if not await may_manage(services, who, bucket.project_resource):
+        raise BucketNotFound(f"bucket {name!r} is not registered")
+    return bucket
 
 
 def binding_out(binding: BucketPolicyBinding, prefix: str | None) -> BindingOut:
@@ -120,8 +140,16 @@ async def list_buckets(
     label: Annotated[list[str], Query(description="key:value; repeat to AND")] = [],  # noqa: B006
     limit: Limit = 100,
     cursor: Cursor = None,
+    *,
+    who: ManagerDep,
 ) -> JSONResponse:
-    filters = BucketFilter(status, owner_project, provider, _labels(label))
+    filters = BucketFilter(
+        status,
+        owner_project,
+        provider,
+        _labels(label),
+        project_resources=None if who.is_admin else who.projects,
+    )
     page = await services.registry.list_buckets(filters, limit, cursor)
     answer = JSONResponse([bucket_json(bucket) for bucket in page.items])
     _link_next(request, answer, page)
@@ -129,8 +157,10 @@ async def list_buckets(
 
 
 @router.get("/buckets/{name}", response_model=BucketOut, summary="Get one bucket")
-async def get_bucket(name: str, response: Response, services: ServicesDep) -> BucketOut:
-    bucket = await services.registry.get_bucket(name)
+async def get_bucket(
+    name: str, response: Response, services: ServicesDep, who: ManagerDep
+) -> BucketOut:
+    bucket = await visible_bucket(services, who, name)
     response.headers["ETag"] = _etag(bucket)
     return BucketOut.model_validate(bucket_json(bucket))
 
@@ -143,12 +173,25 @@ async def get_bucket(name: str, response: Response, services: ServicesDep) -> Bu
     summary="Register a bucket",
 )
 async def create_bucket(
-    body: BucketCreate, request: Request, response: Response, services: ServicesDep, who: AdminDep
+    body: BucketCreate, request: Request, response: Response, services: ServicesDep, who: ManagerDep
 ) -> CreatedBucket:
-    bucket = await services.registry.create_bucket(body, actor_for(request, who))
+    actor = actor_for(request, who)
+    if who.is_admin:
+        bucket = await services.registry.create_bucket(body, actor)
+    else:
+        # A registrant registers for a project they hold bucket_register on; the bucket starts
+        # pending and is validated at once.
+        if body.project_resource and not await may_manage(services, who, body.project_resource):
+            raise AccessDenied(
+                f"{services.settings.register_method} on {body.project_resource} is required"
+                " to register a bucket of that project"
+            )
+        bucket = await services.registry.create_bucket(body, actor, registrant=True)
+        await services.selfservice.validate(bucket.name, actor)
+        bucket = await services.registry.get_bucket(bucket.name)
     response.headers["ETag"] = _etag(bucket)
     response.headers["Location"] = f"/admin/buckets/{bucket.name}"
-    return CreatedBucket(id=bucket.id, name=bucket.name)
+    return CreatedBucket(id=bucket.id, name=bucket.name, status=BucketStatus(bucket.status))
 
 
 @router.patch(
@@ -163,11 +206,16 @@ async def update_bucket(
     request: Request,
     response: Response,
     services: ServicesDep,
-    who: AdminDep,
+    who: ManagerDep,
     if_match: Annotated[str | None, Header(max_length=64)] = None,
 ) -> Ok:
+    await visible_bucket(services, who, name)
     bucket = await services.registry.update_bucket(
-        name, body, actor_for(request, who), if_match=parse_if_match(if_match)
+        name,
+        body,
+        actor_for(request, who),
+        if_match=parse_if_match(if_match),
+        registrant=not who.is_admin,
     )
     response.headers["ETag"] = _etag(bucket)
     return Ok()
@@ -175,16 +223,19 @@ async def update_bucket(
 
 @router.delete("/buckets/{name}", response_model=StatusChanged, summary="Suspend a bucket")
 async def suspend_bucket(
-    name: str, request: Request, services: ServicesDep, who: AdminDep
+    name: str, request: Request, services: ServicesDep, who: ManagerDep
 ) -> StatusChanged:
+    await visible_bucket(services, who, name)
     await services.registry.set_status(name, BucketStatus.SUSPENDED, actor_for(request, who))
     return StatusChanged(status=BucketStatus.SUSPENDED)
 
 
 @router.post("/buckets/{name}/resume", response_model=StatusChanged, summary="Resume a bucket")
 async def resume_bucket(
-    name: str, request: Request, services: ServicesDep, who: AdminDep
+    name: str, request: Request, services: ServicesDep, who: ManagerDep
 ) -> StatusChanged:
+    # A suspension may be an admin's answer to a compromise: only an admin lifts it.
+    who.require_admin(services.settings)
     await services.registry.set_status(name, BucketStatus.ACTIVE, actor_for(request, who))
     return StatusChanged(status=BucketStatus.ACTIVE)
 
@@ -196,14 +247,16 @@ async def resume_bucket(
     summary="Add a prefix",
 )
 async def add_prefix(
-    name: str, body: PrefixCreate, request: Request, services: ServicesDep, who: AdminDep
+    name: str, body: PrefixCreate, request: Request, services: ServicesDep, who: ManagerDep
 ) -> CreatedPrefix:
+    await visible_bucket(services, who, name)
     prefix = await services.registry.add_prefix(name, body.prefix, actor_for(request, who))
     return CreatedPrefix(prefix_id=prefix.id)
 
 
 @router.get("/buckets/{name}/prefixes", response_model=list[PrefixOut], summary="List prefixes")
-async def list_prefixes(name: str, services: ServicesDep) -> list[PrefixOut]:
+async def list_prefixes(name: str, services: ServicesDep, who: ManagerDep) -> list[PrefixOut]:
+    await visible_bucket(services, who, name)
     return [
         PrefixOut(id=row.id, prefix=row.prefix, created_at=row.created_at)
         for row in await services.registry.list_prefixes(name)
@@ -216,8 +269,9 @@ async def list_prefixes(name: str, services: ServicesDep) -> list[PrefixOut]:
     summary="Remove a prefix and its bindings",
 )
 async def remove_prefix(
-    name: str, prefix_id: uuid.UUID, request: Request, services: ServicesDep, who: AdminDep
+    name: str, prefix_id: uuid.UUID, request: Request, services: ServicesDep, who: ManagerDep
 ) -> Ok:
+    await visible_bucket(services, who, name)
     await services.registry.remove_prefix(name, prefix_id, actor_for(request, who))
     return Ok()
 
@@ -229,14 +283,18 @@ async def remove_prefix(
     summary="Bind the bucket (or a prefix) to an Arborist resource",
 )
 async def add_binding(
-    name: str, body: BindingCreate, request: Request, services: ServicesDep, who: AdminDep
+    name: str, body: BindingCreate, request: Request, services: ServicesDep, who: ManagerDep
 ) -> CreatedBinding:
-    binding = await services.registry.add_binding(name, body, actor_for(request, who))
+    await visible_bucket(services, who, name)
+    binding = await services.registry.add_binding(
+        name, body, actor_for(request, who), registrant=not who.is_admin
+    )
     return CreatedBinding(binding_id=binding.id)
 
 
 @router.get("/buckets/{name}/bindings", response_model=list[BindingOut], summary="List bindings")
-async def list_bindings(name: str, services: ServicesDep) -> list[BindingOut]:
+async def list_bindings(name: str, services: ServicesDep, who: ManagerDep) -> list[BindingOut]:
+    await visible_bucket(services, who, name)
     return [binding_out(b, prefix) for b, prefix in await services.registry.list_bindings(name)]
 
 
@@ -244,8 +302,9 @@ async def list_bindings(name: str, services: ServicesDep) -> list[BindingOut]:
     "/buckets/{name}/bindings/{binding_id}", response_model=Ok, summary="Remove a binding"
 )
 async def remove_binding(
-    name: str, binding_id: uuid.UUID, request: Request, services: ServicesDep, who: AdminDep
+    name: str, binding_id: uuid.UUID, request: Request, services: ServicesDep, who: ManagerDep
 ) -> Ok:
+    await visible_bucket(services, who, name)
     await services.registry.remove_binding(name, binding_id, actor_for(request, who))
     return Ok()
 
@@ -262,27 +321,129 @@ class ValidationReport(BaseModel):
         " (and write_probe when asked)"
     )
     errors: list[str]
+    status: BucketStatus | None = Field(
+        default=None, description="The bucket's status after the validation"
+    )
+
+
+def _report_out(report: Any, status: str | None = None) -> ValidationReport:
+    return ValidationReport(
+        ok=report.ok,
+        checks={k: CheckOut(status=v.status, reason=v.reason) for k, v in report.checks.items()},
+        errors=report.errors,
+        status=BucketStatus(status) if status is not None else None,
+    )
 
 
 @router.post(
     "/buckets/{name}/validate",
     response_model=ValidationReport,
-    summary="Dry-run the bucket's secret, role, listing and a real presigned request",
+    summary="Run the bucket's secret, role, listing and a real presigned request checks",
+    description="The result is kept in the bucket's record (`validation`). A pending bucket"
+    " turns active when it passes (unless SELF_SERVICE_APPROVAL=admin); a pending external ID"
+    " replaces the current one when the checks pass with it.",
 )
 async def validate_bucket(
     name: str,
+    request: Request,
     services: ServicesDep,
+    who: ManagerDep,
     write_probe: Annotated[
         bool, Query(description="Also PUT, GET and DELETE a small probe object")
     ] = False,
 ) -> ValidationReport:
-    bucket = await services.registry.load_record(name)
-    report = await services.probe.run(bucket, write_probe=write_probe)
-    return ValidationReport(
-        ok=report.ok,
-        checks={k: CheckOut(status=v.status, reason=v.reason) for k, v in report.checks.items()},
-        errors=report.errors,
+    await visible_bucket(services, who, name)
+    report = await services.selfservice.validate(
+        name, actor_for(request, who), write_probe=write_probe
     )
+    return _report_out(report, (await services.registry.get_bucket(name)).status)
+
+
+@router.post(
+    "/buckets/{name}/approve",
+    response_model=StatusChanged,
+    responses=documented_errors({409: "Not pending, or not validated"}),
+    summary="Approve a pending bucket that passed validation (admins only)",
+)
+async def approve_bucket(
+    name: str, request: Request, services: ServicesDep, who: ManagerDep
+) -> StatusChanged:
+    who.require_admin(services.settings)
+    await services.selfservice.approve(name, actor_for(request, who))
+    return StatusChanged(status=BucketStatus.ACTIVE)
+
+
+@router.post(
+    "/buckets/{name}/reject",
+    response_model=StatusChanged,
+    responses=documented_errors({409: "Not pending"}),
+    summary="Reject a pending bucket (admins only); it keeps its name and serves nothing",
+)
+async def reject_bucket(
+    name: str, request: Request, services: ServicesDep, who: ManagerDep
+) -> StatusChanged:
+    who.require_admin(services.settings)
+    await services.selfservice.reject(name, actor_for(request, who))
+    return StatusChanged(status=BucketStatus.REJECTED)
+
+
+@router.put(
+    "/buckets/{name}/credentials",
+    response_model=CredentialsRotated,
+    summary="Rotate a static bucket's keys (write-only)",
+    description="The keys are staged in a secret the registry owns, validated against the"
+    " store, and only then made current, on every replica at once. Keys that fail validation"
+    " change nothing (400). The keys are never returned.",
+)
+async def put_credentials(
+    name: str,
+    body: S3Keys | GcpKey,
+    request: Request,
+    services: ServicesDep,
+    who: ManagerDep,
+) -> CredentialsRotated:
+    await visible_bucket(services, who, name)
+    payload = {
+        field: value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        for field, value in body
+    }
+    report = await services.selfservice.put_credentials(
+        name, payload, actor_for(request, who), registrant=not who.is_admin
+    )
+    bucket = await services.registry.get_bucket(name)
+    return CredentialsRotated(
+        validation=_report_out(report).model_dump(),
+        status=BucketStatus(bucket.status),
+        secret_version=bucket.secret_version,
+    )
+
+
+@router.post(
+    "/buckets/{name}/credentials/prune",
+    response_model=VersionsPruned,
+    summary="Remove the previous versions kept of the bucket's keys",
+)
+async def prune_credentials(
+    name: str, request: Request, services: ServicesDep, who: ManagerDep
+) -> VersionsPruned:
+    await visible_bucket(services, who, name)
+    removed = await services.selfservice.prune_credentials(name, actor_for(request, who))
+    return VersionsPruned(versions_removed=removed)
+
+
+@router.post(
+    "/buckets/{name}/external-id",
+    response_model=ExternalIdIssued,
+    summary="Issue a role bucket's next external ID (two-phase rotation)",
+    description="The new ID is shown as `pending_external_id`; add it to the role's trust"
+    " policy, then POST …/validate: when the checks pass with it, it replaces the current one.",
+)
+async def rotate_external_id(
+    name: str, request: Request, services: ServicesDep, who: ManagerDep
+) -> ExternalIdIssued:
+    await visible_bucket(services, who, name)
+    issued = await services.selfservice.rotate_external_id(name, actor_for(request, who))
+    return ExternalIdIssued(pending_external_id=issued)
 
 
 def _audit_out(rows: list[BucketAudit]) -> list[AuditOut]:
@@ -297,11 +458,13 @@ async def bucket_audit(
     request: Request,
     response: Response,
     services: ServicesDep,
+    who: ManagerDep,
     since: datetime | None = None,
     actor: Annotated[str | None, Query(max_length=255)] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> list[AuditOut]:
+    await visible_bucket(services, who, name)
     page = await services.registry.audit(
         bucket_name=name, since=since, actor=actor, limit=limit, cursor=cursor
     )
@@ -314,11 +477,18 @@ async def audit(
     request: Request,
     response: Response,
     services: ServicesDep,
+    who: ManagerDep,
     since: datetime | None = None,
     actor: Annotated[str | None, Query(max_length=255)] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> list[AuditOut]:
-    page = await services.registry.audit(since=since, actor=actor, limit=limit, cursor=cursor)
+    page = await services.registry.audit(
+        since=since,
+        actor=actor,
+        limit=limit,
+        cursor=cursor,
+        project_resources=None if who.is_admin else who.projects,
+    )
     _link_next(request, response, page)
     return _audit_out(list(page.items))

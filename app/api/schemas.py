@@ -284,6 +284,16 @@ class BucketOut(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    project_resource: str | None = Field(
+        default=None, description="The Arborist path of the project the bucket belongs to"
+    )
+    pending_external_id: str | None = Field(
+        default=None,
+        description="A role bucket's next external ID, until a validation with it passes",
+    )
+    validation: dict[str, Any] | None = Field(
+        default=None, description="The last validation: when, whether it passed, each check"
+    )
 
 
 class PrefixOut(BaseModel):
@@ -319,6 +329,23 @@ class Ok(BaseModel):
 class CreatedBucket(Ok):
     id: uuid.UUID
     name: str
+    status: BucketStatus | None = Field(
+        default=None, description="pending for a self-registered bucket until it validates"
+    )
+
+
+class CredentialsRotated(Ok):
+    validation: dict[str, Any] = Field(description="The checks the new keys passed")
+    status: BucketStatus
+    secret_version: str | None = Field(description="The version the bucket now reads")
+
+
+class VersionsPruned(Ok):
+    versions_removed: int
+
+
+class ExternalIdIssued(Ok):
+    pending_external_id: str
 
 
 class StatusChanged(Ok):

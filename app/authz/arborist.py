@@ -41,6 +41,34 @@ class Authorizer(Protocol):
         """True only when every method is granted on every resource (one question to Arborist)."""
         ...
 
+    async def granted_resources(self, who: Who, service: str, method: str) -> tuple[str, ...]:
+        """The resource paths on which the principal holds ``service``/``method`` (a grant on a
+        path covers what lies below it), from Arborist's ``/auth/mapping``.
+
+        Raises ``DependencyUnavailable`` when Arborist gives no usable answer.
+        """
+        ...
+
+
+def paths_holding(mapping: object, service: str, method: str) -> tuple[str, ...] | None:
+    """The paths of an ``/auth/mapping`` answer whose actions include ``service``/``method``
+    (``*`` matching any), sorted; None when the answer does not have the mapping's shape."""
+    if not isinstance(mapping, dict):
+        return None
+    found: set[str] = set()
+    for path, actions in mapping.items():
+        if not isinstance(path, str) or not isinstance(actions, list):
+            return None
+        for action in actions:
+            if not isinstance(action, dict):
+                return None
+            held_service, held_method = action.get("service"), action.get("method")
+            if not isinstance(held_service, str) or not isinstance(held_method, str):
+                return None
+            if held_service in ("*", service) and held_method in ("*", method):
+                found.add(path)
+    return tuple(sorted(found))
+
 
 def _checked(
     methods: Sequence[str], resources: Sequence[str]
@@ -134,7 +162,12 @@ class ArboristAuthorizer:
     ) -> None:
         self.client = _PooledArboristClient(http, arborist_base_url=base_url, timeout=timeout)
         self._url = base_url.rstrip("/") + "/auth/request"
+        self._mapping_url = base_url.rstrip("/") + "/auth/mapping"
         self.decisions = decisions
+        # Which projects a user may manage changes as rarely as a decision: cached as long.
+        self.mappings: AsyncCache[tuple[str, str, str], tuple[str, ...]] = AsyncCache(
+            "authz_mappings", ttl=decisions.ttl, max_entries=decisions.cache.max_entries
+        )
         self.calls = 0
         self._observe = observe
 
@@ -190,6 +223,46 @@ class ArboristAuthorizer:
             if self._observe is not None:
                 self._observe("arborist", time.perf_counter() - started, ok)
 
+    async def granted_resources(self, who: Who, service: str, method: str) -> tuple[str, ...]:
+        principal = principal_of(who)
+
+        async def ask() -> tuple[str, ...]:
+            return await self._ask_mapping(principal, service, method)
+
+        if self.decisions.ttl <= 0:
+            return await ask()
+        left = principal.seconds_left(time.time())
+        ttl = self.decisions.ttl if left is None else min(self.decisions.ttl, left)
+        return await self.mappings.get((principal.cache_key, service, method), ask, ttl=ttl)
+
+    async def _ask_mapping(
+        self, principal: Principal, service: str, method: str
+    ) -> tuple[str, ...]:
+        # The requests gen3authz's auth_mapping sends: the token in the Authorization header,
+        # a user name in the body, or nothing at all for the anonymous group.
+        kwargs: dict[str, Any] = {}
+        if principal.kind is PrincipalKind.TOKEN:
+            kwargs["headers"] = {"Authorization": f"bearer {principal.value}"}
+        elif principal.kind is PrincipalKind.USER:
+            kwargs["json"] = {"username": principal.value}
+        self.calls += 1
+        started = time.perf_counter()
+        ok = False
+        try:
+            response = await self.client.post(self._mapping_url, **kwargs)
+            paths = paths_holding(response.json, service, method) if response.code == 200 else None
+            if paths is None:
+                raise _undecided(principal, response.code, _error_message(response.json))
+            ok = True
+            return paths
+        except ArboristError as exc:
+            raise _undecided(principal, getattr(exc, "code", None), str(exc.message)) from None
+        except (ArboristTimeoutError, httpx.HTTPError, OSError) as exc:
+            raise DependencyUnavailable("arborist") from exc
+        finally:
+            if self._observe is not None:
+                self._observe("arborist", time.perf_counter() - started, ok)
+
 
 def _undecided(principal: Principal, status: int | None, message: str) -> DependencyUnavailable:
     """Logs why Arborist gave no decision (its own words, minus the token) and says 503."""
@@ -238,3 +311,15 @@ class LocalPolicyAuthorizer:
             for resource in resource_list
             for method in method_list
         )
+
+    async def granted_resources(self, who: Who, service: str, method: str) -> tuple[str, ...]:
+        principal = principal_of(who)
+        self.calls += 1
+        username = principal.username if principal.kind is not PrincipalKind.ANONYMOUS else None
+        if principal.kind is PrincipalKind.TOKEN and username is None:
+            return ()
+        mapping = {
+            path: [{"service": perm.service, "method": perm.method} for perm in held]
+            for path, held in self.document.mapping(username).items()
+        }
+        return paths_holding(mapping, service, method) or ()

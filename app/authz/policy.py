@@ -115,6 +115,22 @@ class PolicyDocument:
         """A client's own policies; Arborist adds no group policies to a client."""
         return list(self._clients.get(client_id, []))
 
+    def mapping(
+        self, username: str | None, *, policies: list[str] | None = None
+    ) -> dict[str, list[Permission]]:
+        """Arborist's ``/auth/mapping`` answer: each granted resource path → the actions held
+        there (its own, as granted; a grant on ``/a`` also covers ``/a/b``)."""
+        answer: dict[str, list[Permission]] = {}
+        for policy_id in self.user_policies(username) if policies is None else policies:
+            role_ids, resource_paths = self._policies.get(policy_id, ([], []))
+            for path in resource_paths:
+                held = answer.setdefault(path, [])
+                for role_id in role_ids:
+                    for perm in self._roles.get(role_id, []):
+                        if perm not in held:
+                            held.append(perm)
+        return {path: held for path, held in answer.items() if held}
+
     def allows(
         self,
         username: str | None,

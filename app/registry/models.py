@@ -83,6 +83,13 @@ class Bucket(SQLModel, table=True):
     credential_vending: bool = False
     sts_endpoint: str | None = Field(default=None, max_length=2048)
     max_credential_ttl: int | None = None
+    # Self-service (docs/self-service.md): the Arborist path of the project the bucket belongs
+    # to, the next external ID while a rotation waits for validation, the last validation.
+    project_resource: str | None = Field(default=None, max_length=1024, index=True)
+    pending_external_id: str | None = Field(default=None, max_length=1224)
+    validation: dict[str, Any] | None = Field(
+        default=None, sa_column=sa.Column(sa.JSON, nullable=True)
+    )
     version: int = 1
     created_at: datetime = Field(default_factory=utcnow, sa_column=_tz_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_tz_column())

@@ -34,6 +34,11 @@ BUCKET_FIELDS: tuple[str, ...] = (
     "max_credential_ttl",
 )
 
+# Self-service fields: stored, shown and audited with the others, but kept out of
+# ``BUCKET_FIELDS``, which fence-config.yaml entries and the importer's plans are compared on
+# and which they know nothing of.
+SELF_SERVICE_FIELDS: tuple[str, ...] = ("project_resource", "pending_external_id")
+
 
 def secret_fingerprint(ref: str | None) -> str | None:
     """A secret reference as shown to people who may not know it: that it is, not where."""
@@ -66,6 +71,9 @@ class AuthMode(enum.StrEnum):
 class BucketStatus(enum.StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
+    # A self-registered bucket before a validation (and, when required, an admin) lets it serve.
+    PENDING = "pending"
+    REJECTED = "rejected"
 
 
 class Op(enum.StrEnum):

@@ -3,7 +3,7 @@ takes them as request bodies; the importer validates fence-config entries with t
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, model_validator
 
 from app.registry.records import AuthMode, BucketStatus, Provider
 
@@ -45,6 +45,14 @@ class BucketCreate(StrictModel):
     max_credential_ttl: int | None = Field(
         default=None, ge=900, le=43200, description="Seconds; at most the registry's maximum"
     )
+    project_resource: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="The Arborist path of the project the bucket belongs to; required when a"
+        " project member (bucket_register) registers it. owner_project defaults to its last"
+        " segment",
+    )
 
 
 class BucketUpdate(StrictModel):
@@ -68,6 +76,7 @@ class BucketUpdate(StrictModel):
     credential_vending: StrictBool | None = None
     sts_endpoint: str | None = Field(default=None, max_length=2048)
     max_credential_ttl: int | None = Field(default=None, ge=900, le=43200)
+    project_resource: str | None = Field(default=None, min_length=1, max_length=1024)
 
     @model_validator(mode="after")
     def _required_fields_cannot_be_cleared(self) -> BucketUpdate:
@@ -104,3 +113,16 @@ class BindingCreate(StrictModel):
     prefix: str | None = Field(default=None, min_length=1, max_length=1024)
     resource_path: str = Field(min_length=1, max_length=1024)
     allowed_ops: AllowedOps
+
+
+class S3Keys(StrictModel):
+    """New static keys for an S3-speaking bucket; write-only (never returned)."""
+
+    access_key_id: str = Field(min_length=3, max_length=128, pattern=r"^[\x21-\x7e]+$")
+    secret_access_key: SecretStr = Field(min_length=1, max_length=1024)
+
+
+class GcpKey(StrictModel):
+    """A new service-account key (the JSON file Google issues) for a gcp bucket; write-only."""
+
+    service_account_key_json: SecretStr = Field(min_length=2, max_length=16_384)

@@ -35,6 +35,7 @@ from app.registry.models import Bucket, BucketAudit, BucketPolicyBinding, Bucket
 from app.registry.paging import Page, decode_cursor, encode_cursor
 from app.registry.records import (
     BUCKET_FIELDS,
+    SELF_SERVICE_FIELDS,
     BindingRecord,
     BucketRecord,
     BucketStatus,
@@ -43,6 +44,12 @@ from app.registry.records import (
     secret_fingerprint,
 )
 from app.registry.schemas import BindingCreate, BucketCreate, BucketUpdate
+from app.registry.selfservice import (
+    confine_binding,
+    registrant_create,
+    registrant_update,
+    with_owner_project,
+)
 from app.registry.validation import (
     validate_allowed_ops,
     validate_binding_path,
@@ -76,6 +83,8 @@ class BucketFilter:
     owner_project: str | None = None
     provider: Provider | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # Only buckets of these project paths (or below them); None: every bucket.
+    project_resources: tuple[str, ...] | None = None
 
 
 # What the audit trail keeps of a secret reference: that it changed, not where it points.
@@ -83,7 +92,7 @@ _fingerprint = secret_fingerprint
 
 
 def audit_view(values: dict[str, Any]) -> dict[str, Any]:
-    view = {key: values[key] for key in BUCKET_FIELDS if key in values}
+    view = {key: values[key] for key in (*BUCKET_FIELDS, *SELF_SERVICE_FIELDS) if key in values}
     if "secret_ref" in view:
         view["secret_ref"] = _fingerprint(view["secret_ref"])
     for key, value in view.items():
@@ -93,7 +102,16 @@ def audit_view(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def row_values(bucket: Bucket) -> dict[str, Any]:
-    return {key: getattr(bucket, key) for key in BUCKET_FIELDS}
+    return {key: getattr(bucket, key) for key in (*BUCKET_FIELDS, *SELF_SERVICE_FIELDS)}
+
+
+def _under(column: Any, paths: Sequence[str]) -> Any:
+    """``column`` names one of ``paths`` or a path below one (whole segments, no wildcards)."""
+    if not paths:
+        return sa.false()
+    return sa.or_(
+        *(sa.or_(column == path, column.startswith(path + "/", autoescape=True)) for path in paths)
+    )
 
 
 def to_record(
@@ -160,6 +178,8 @@ class RegistryService:
             query = query.where(table.c.provider == filters.provider.value)
         for key, value in filters.labels.items():
             query = query.where(table.c.labels[key].as_string() == value)
+        if filters.project_resources is not None:
+            query = query.where(_under(table.c.project_resource, filters.project_resources))
         async with self.db.transaction() as session:
             rows = list((await session.execute(query)).all())
         next_cursor = encode_cursor({"after": rows[limit - 1].name}) if len(rows) > limit else None
@@ -289,9 +309,16 @@ class RegistryService:
         actor: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        project_resources: tuple[str, ...] | None = None,
     ) -> Page:
-        """Audit rows, newest first."""
+        """Audit rows, newest first; with ``project_resources``, only rows of buckets of those
+        projects."""
         query = select(BucketAudit).order_by(col(BucketAudit.id).desc()).limit(limit + 1)
+        if project_resources is not None:
+            visible = sa.select(col(Bucket.id)).where(
+                _under(col(Bucket.project_resource), project_resources)
+            )
+            query = query.where(col(BucketAudit.bucket_id).in_(visible))
         async with self.db.transaction() as session:
             if bucket_name is not None:
                 bucket = await self._get(session, bucket_name)
@@ -308,37 +335,106 @@ class RegistryService:
 
     # ----- mutations ---------------------------------------------------------------------
 
-    async def create_bucket(self, data: BucketCreate, actor: Actor) -> Bucket:
-        spec = self.validate_spec(data.model_dump(mode="json"))
+    async def create_bucket(
+        self, data: BucketCreate, actor: Actor, *, registrant: bool = False
+    ) -> Bucket:
+        """Register a bucket. ``registrant``: the caller is a project member, not an admin:
+        the self-service rules apply (``registry.selfservice``) and the bucket starts pending;
+        the audit row's action is ``register``."""
+        spec = data.model_dump(mode="json")
+        if registrant:
+            spec = registrant_create(spec, data.model_fields_set)
+        spec = self.validate_spec(with_owner_project(spec))
         await self.check_destination(spec.get("endpoint"))
         bucket = Bucket(**spec)
+        action = "register" if registrant else "create"
         try:
             async with self.db.transaction() as session:
                 session.add(bucket)
                 await session.flush()
                 await self._record(
-                    session, bucket, actor, "create", None, audit_view(row_values(bucket))
+                    session, bucket, actor, action, None, audit_view(row_values(bucket))
                 )
         except IntegrityError as exc:
             raise self._conflict(exc, spec) from None
-        await self._announce(BucketChange(bucket.id, bucket.name, "create"))
+        await self._announce(BucketChange(bucket.id, bucket.name, action))
         return bucket
 
     async def update_bucket(
-        self, name: str, patch: BucketUpdate, actor: Actor, *, if_match: int | None
+        self,
+        name: str,
+        patch: BucketUpdate,
+        actor: Actor,
+        *,
+        if_match: int | None,
+        registrant: bool = False,
     ) -> Bucket:
         changes = patch.model_dump(mode="json", exclude_unset=True)
         if changes.get("endpoint"):
             await self.check_destination(
                 validate_endpoint(changes["endpoint"], self.endpoint_allowlist)
             )
+        if registrant:
+            return await self._versioned_update(
+                name,
+                actor,
+                "update",
+                if_match,
+                lambda row: registrant_update(row_values(row), changes),
+            )
         return await self._versioned_update(name, actor, "update", if_match, lambda _row: changes)
 
-    async def set_status(self, name: str, status: BucketStatus, actor: Actor) -> Bucket:
-        action = "suspend" if status is BucketStatus.SUSPENDED else "resume"
+    async def set_status(
+        self, name: str, status: BucketStatus, actor: Actor, *, action: str | None = None
+    ) -> Bucket:
+        if action is None:
+            action = "suspend" if status is BucketStatus.SUSPENDED else "resume"
         return await self._versioned_update(
             name, actor, action, None, lambda _row: {"status": status.value}
         )
+
+    async def change(
+        self,
+        name: str,
+        actor: Actor,
+        action: str,
+        compute: Callable[[Bucket], dict[str, Any]],
+        *,
+        audit_extra: dict[str, Any] | None = None,
+    ) -> Bucket:
+        """Apply what ``compute`` derives from the current row, as one versioned, audited and
+        announced change (the self-service transitions: validate, approve, reject, rotate).
+        ``audit_extra`` is added to the audit row's ``after`` (it must hold no secret)."""
+        return await self._versioned_update(
+            name, actor, action, None, compute, audit_extra=audit_extra
+        )
+
+    async def note(self, name: str, actor: Actor, action: str, after: dict[str, Any]) -> None:
+        """An audit row for something done to a bucket outside its row (e.g. old secret
+        versions pruned); the bucket itself, its version and caches are untouched."""
+        async with self.db.transaction() as session:
+            bucket = await self._get(session, name)
+            session.add(
+                BucketAudit(
+                    bucket_id=bucket.id,
+                    bucket_name=bucket.name,
+                    actor=actor.name,
+                    action=action,
+                    diff={"before": None, "after": json.loads(json.dumps(after, default=str))},
+                    request_id=actor.request_id,
+                )
+            )
+
+    async def store_validation(self, name: str, result: dict[str, Any]) -> None:
+        """Keep a validation's result on the bucket, nothing else: no version, audit or
+        notification (the data path never reads it, and an admin's If-Match stays valid)."""
+        async with self.db.transaction() as session:
+            await session.execute(
+                sa.update(Bucket)
+                .where(col(Bucket.name) == name)
+                .values(validation=result)
+                .execution_options(synchronize_session=False)
+            )
 
     async def _versioned_update(
         self,
@@ -347,6 +443,8 @@ class RegistryService:
         action: str,
         if_match: int | None,
         compute: Callable[[Bucket], dict[str, Any]],
+        *,
+        audit_extra: dict[str, Any] | None = None,
     ) -> Bucket:
         # Optimistic concurrency: the UPDATE only applies to the version we read, so two writers
         # cannot both win; with If-Match the caller's version must be the current one.
@@ -362,7 +460,18 @@ class RegistryService:
                     changes = compute(row)
                     merged = self.validate_spec({**before, **changes})
                     changed = {k: v for k, v in merged.items() if before.get(k) != v}
-                    if not changed:
+                    for extra in ("validation",):
+                        if extra in changes:
+                            changed[extra] = changes[extra]
+                    if not changed or set(changed) <= {"validation"}:
+                        if changed:
+                            await session.execute(
+                                sa.update(Bucket)
+                                .where(col(Bucket.id) == row.id)
+                                .values(**changed)
+                                .execution_options(synchronize_session=False)
+                            )
+                            await session.refresh(row)
                         return row
                     if not await self._update_row(session, row.id, row.version, changed):
                         if if_match is not None:
@@ -376,8 +485,8 @@ class RegistryService:
                         row,
                         actor,
                         action,
-                        audit_view({k: before[k] for k in changed}),
-                        audit_view(changed),
+                        audit_view({k: before[k] for k in changed if k in before}),
+                        {**audit_view(changed), **(audit_extra or {})},
                     )
                     await session.refresh(row)
             except IntegrityError as exc:
@@ -433,12 +542,16 @@ class RegistryService:
         await self._announce(BucketChange(bucket.id, bucket.name, "remove_prefix"))
 
     async def add_binding(
-        self, name: str, data: BindingCreate, actor: Actor
+        self, name: str, data: BindingCreate, actor: Actor, *, registrant: bool = False
     ) -> BucketPolicyBinding:
+        """Bind the bucket (or a prefix). ``registrant``: only to the bucket's project path
+        or below it."""
         resource_path = validate_binding_path(data.resource_path)
         allowed_ops = validate_allowed_ops(data.allowed_ops.model_dump())
         async with self.db.transaction() as session:
             bucket = await self._get(session, name)
+            if registrant:
+                confine_binding(bucket.project_resource, resource_path)
             prefix_id = None
             if data.prefix is not None:
                 prefix = (

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from app.authz.policy import LtreeSyntaxError, arborist_ltree
 from app.errors import InvalidInput
 from app.netguard import DestinationRefused, NetGuard
-from app.registry.records import AuthMode, Op, Provider
+from app.registry.records import AuthMode, BucketStatus, Op, Provider
 
 MAX_LABELS = 64
 MAX_LABEL_KEY = 63
@@ -246,7 +246,9 @@ def validate_bucket_spec(spec: dict[str, Any], allowlist: Iterable[str]) -> dict
         if not _EXTERNAL_ID_RE.match(spec["external_id"]):
             raise InvalidInput("external_id: 2-1224 characters of [A-Za-z0-9+=,.@:/_-]")
 
-    if auth_mode is AuthMode.STATIC and not spec.get("secret_ref"):
+    # A self-registered static bucket waits, pending, for keys PUT through the API.
+    waiting = spec.get("status") in (BucketStatus.PENDING, BucketStatus.REJECTED)
+    if auth_mode is AuthMode.STATIC and not spec.get("secret_ref") and not waiting:
         raise InvalidInput("secret_ref: required when auth_mode is static")
     if spec.get("secret_version") is not None and not spec.get("secret_ref"):
         raise InvalidInput("secret_version: only meaningful with a secret_ref")
@@ -268,6 +270,12 @@ def validate_bucket_spec(spec: dict[str, Any], allowlist: Iterable[str]) -> dict
         raise InvalidInput("is_default_upload: a default upload bucket must allow data upload")
     spec["labels"] = validate_labels(spec.get("labels") or {})
     _validate_vending(spec, provider, auth_mode, allowlist)
+    if spec.get("project_resource") is not None:
+        spec["project_resource"] = validate_resource_path(
+            spec["project_resource"], field="project_resource"
+        )
+    if spec.get("pending_external_id") is not None and auth_mode is not AuthMode.ROLE:
+        raise InvalidInput("pending_external_id: only used when auth_mode is role")
     return spec
 
 

@@ -14,7 +14,13 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.errors import SecretNotFound, SecretUnavailable
-from app.secrets.base import AWS_SECRET_ARN, SecretPayload, SecretRef, payload_from_json
+from app.secrets.base import (
+    AWS_SECRET_ARN,
+    SecretPayload,
+    SecretRef,
+    StagedSecret,
+    payload_from_json,
+)
 
 # Answers about the reference itself: retrying or waiting will not change them.
 _NOT_FOUND_CODES = frozenset(
@@ -102,6 +108,83 @@ class AwsSecretsManagerResolver:
         version_id = response.get("VersionId")
         return str(version_id) if version_id is not None else None
 
+    # Rotation uses Secrets Manager's own staging labels: a new version is written as
+    # AWSPENDING, and only after validation does AWSCURRENT move to it (the version it leaves
+    # becomes AWSPREVIOUS, kept for rollback until a prune).
+
+    async def stage(self, ref: SecretRef, payload: Mapping[str, str]) -> StagedSecret:
+        client = await self._client_for(ref)
+        body = json.dumps(dict(payload))
+        try:
+            try:
+                response = await client.put_secret_value(
+                    SecretId=ref.location, SecretString=body, VersionStages=["AWSPENDING"]
+                )
+            except ClientError as exc:
+                if _code(exc) != "ResourceNotFoundException" or region_of(ref) is not None:
+                    raise
+                # A new secret's first version is current at once, so it starts with an empty
+                # placeholder: nothing usable is current before validation, and promoting the
+                # staged version is the same label move as for any later one.
+                await client.create_secret(Name=ref.location, SecretString="{}")
+                response = await client.put_secret_value(
+                    SecretId=ref.location, SecretString=body, VersionStages=["AWSPENDING"]
+                )
+        except _SDK_ERRORS as exc:
+            raise _translate(exc, ref) from None
+        return StagedSecret(ref.raw, str(response["VersionId"]))
+
+    async def promote(self, ref: SecretRef, staged: StagedSecret) -> None:
+        client = await self._client_for(ref)
+        try:
+            current = _versions_with(await self._describe(client, ref), "AWSCURRENT")
+            move: dict[str, str] = {"MoveToVersionId": str(staged.version)}
+            if current and current[0] != staged.version:
+                move["RemoveFromVersionId"] = current[0]
+            await client.update_secret_version_stage(
+                SecretId=ref.location, VersionStage="AWSCURRENT", **move
+            )
+            await client.update_secret_version_stage(
+                SecretId=ref.location,
+                VersionStage="AWSPENDING",
+                RemoveFromVersionId=str(staged.version),
+            )
+        except _SDK_ERRORS as exc:
+            raise _translate(exc, ref) from None
+
+    async def discard(self, ref: SecretRef, staged: StagedSecret) -> None:
+        client = await self._client_for(ref)
+        try:
+            # A version without labels is deprecated: Secrets Manager deletes it in time.
+            await client.update_secret_version_stage(
+                SecretId=ref.location,
+                VersionStage="AWSPENDING",
+                RemoveFromVersionId=str(staged.version),
+            )
+        except _SDK_ERRORS as exc:
+            raise _translate(exc, ref) from None
+
+    async def prune(self, ref: SecretRef, keep: StagedSecret) -> int:
+        client = await self._client_for(ref)
+        try:
+            previous = [
+                version
+                for version in _versions_with(await self._describe(client, ref), "AWSPREVIOUS")
+                if version != keep.version
+            ]
+            for version in previous:
+                await client.update_secret_version_stage(
+                    SecretId=ref.location, VersionStage="AWSPREVIOUS", RemoveFromVersionId=version
+                )
+        except _SDK_ERRORS as exc:
+            raise _translate(exc, ref) from None
+        return len(previous)
+
+    @staticmethod
+    async def _describe(client: Any, ref: SecretRef) -> dict[str, Any]:
+        answer: dict[str, Any] = await client.describe_secret(SecretId=ref.location)
+        return answer
+
     async def aclose(self) -> None:
         async with self._lock:
             self._clients.clear()
@@ -131,6 +214,11 @@ class AwsSecretsManagerResolver:
                     ) from None
                 self._clients[region] = client
         return client
+
+
+def _versions_with(description: Mapping[str, Any], stage: str) -> list[str]:
+    stages = description.get("VersionIdsToStages") or {}
+    return [str(version) for version, labels in stages.items() if stage in (labels or [])]
 
 
 def _code(exc: ClientError) -> str:

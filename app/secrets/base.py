@@ -286,3 +286,33 @@ class WritableSecretResolver(SecretResolver, Protocol):
     async def put(self, ref: SecretRef, payload: Mapping[str, str]) -> str | None:
         """Store ``payload`` as the new current version; returns its version id, if any."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class StagedSecret:
+    """A payload written but not yet current: what reads it (``ref`` at ``version``).
+
+    Backends with versions (AWS, Vault, GCP) keep ``ref`` and name the new version; those
+    without (Kubernetes, files) write a new object per version, so ``ref`` is the new one.
+    """
+
+    ref: str
+    version: str | None
+
+
+@runtime_checkable
+class StagingSecretResolver(SecretResolver, Protocol):
+    """A backend that can hold a payload aside until it is validated (credential rotation).
+
+    ``stage`` writes without making the payload current; ``promote`` makes a staged payload
+    current and keeps the one it replaces for rollback; ``discard`` forgets a staged payload
+    that failed validation; ``prune`` removes every kept version but ``keep``.
+    """
+
+    async def stage(self, ref: SecretRef, payload: Mapping[str, str]) -> StagedSecret: ...
+
+    async def promote(self, ref: SecretRef, staged: StagedSecret) -> None: ...
+
+    async def discard(self, ref: SecretRef, staged: StagedSecret) -> None: ...
+
+    async def prune(self, ref: SecretRef, keep: StagedSecret) -> int: ...

@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from app.errors import SecretNotFound, SecretUnavailable
-from app.secrets.base import SecretPayload, SecretRef, payload_from_json
+from app.secrets.base import SecretPayload, SecretRef, StagedSecret, payload_from_json
 
 
 class FileSecretResolver:
@@ -52,6 +53,42 @@ class FileSecretResolver:
         except OSError as exc:
             raise SecretUnavailable(f"cannot write {ref.raw} ({type(exc).__name__})") from None
         return None
+
+    # Files have no versions: each staged payload is a file of its own next to ``ref``'s
+    # (``name.<random>.json``), and the bucket's reference moves to it once it is validated.
+
+    async def stage(self, ref: SecretRef, payload: Mapping[str, str]) -> StagedSecret:
+        path = Path(ref.location)
+        staged = path.with_name(f"{path.stem}.{secrets.token_hex(8)}{path.suffix or '.json'}")
+        staged_ref = SecretRef(ref.scheme, str(staged), f"file://{staged}")
+        await self.put(staged_ref, payload)
+        return StagedSecret(staged_ref.raw, None)
+
+    async def promote(self, ref: SecretRef, staged: StagedSecret) -> None:
+        return None
+
+    async def discard(self, ref: SecretRef, staged: StagedSecret) -> None:
+        await asyncio.to_thread(self._remove, [Path(staged.ref.removeprefix("file://"))])
+
+    async def prune(self, ref: SecretRef, keep: StagedSecret) -> int:
+        path = Path(ref.location)
+        kept = Path(keep.ref.removeprefix("file://"))
+        siblings = await asyncio.to_thread(
+            lambda: [
+                other
+                for other in path.parent.glob(
+                    f"{path.stem}.{'[0-9a-f]' * 16}{path.suffix or '.json'}"
+                )
+                if other != kept
+            ]
+        )
+        await asyncio.to_thread(self._remove, siblings)
+        return len(siblings)
+
+    def _remove(self, paths: list[Path]) -> None:
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(SecretRef("file", str(path), f"file://{path}")).unlink()
 
     async def aclose(self) -> None:
         return None

@@ -24,6 +24,8 @@ from app.secrets.base import (
     SecretPayload,
     SecretRef,
     SecretResolver,
+    StagedSecret,
+    StagingSecretResolver,
     WritableSecretResolver,
     backend_scheme,
     parse_secret_ref,
@@ -167,6 +169,37 @@ class SecretStore:
         version = await backend.put(ref, payload)
         self.invalidate(ref.raw)
         return version
+
+    def _staging(self, raw_ref: str) -> tuple[SecretRef, StagingSecretResolver]:
+        ref = self.parse(raw_ref)
+        backend = self._backend(ref.scheme)
+        if not isinstance(backend, StagingSecretResolver):
+            raise InvalidInput(
+                f"the {ref.scheme} secrets backend cannot stage versions; API-submitted keys"
+                " need aws-sm, vault or file (SELF_SERVICE_SECRETS)"
+            )
+        return ref, backend
+
+    async def stage(self, raw_ref: str, payload: Mapping[str, str]) -> StagedSecret:
+        """Write ``payload`` next to (or as a new version of) ``raw_ref`` without making it
+        current; read it back with ``get(staged.ref, staged.version)``."""
+        ref, backend = self._staging(raw_ref)
+        return await backend.stage(ref, payload)
+
+    async def promote(self, raw_ref: str, staged: StagedSecret) -> None:
+        ref, backend = self._staging(raw_ref)
+        await backend.promote(ref, staged)
+        self.invalidate(ref.raw)
+
+    async def discard(self, raw_ref: str, staged: StagedSecret) -> None:
+        ref, backend = self._staging(raw_ref)
+        await backend.discard(ref, staged)
+        self.invalidate(staged.ref)
+
+    async def prune(self, raw_ref: str, keep: StagedSecret) -> int:
+        """Remove every kept version of ``raw_ref``'s payloads but ``keep``; how many."""
+        ref, backend = self._staging(raw_ref)
+        return await backend.prune(ref, keep)
 
     async def aclose(self) -> None:
         backends, self._backends = list(self._backends.values()), {}

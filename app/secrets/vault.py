@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from app.errors import SecretNotFound, SecretUnavailable
-from app.secrets.base import SecretPayload, SecretRef, payload_from_mapping
+from app.secrets.base import SecretPayload, SecretRef, StagedSecret, payload_from_mapping
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,72 @@ class VaultResolver:
             data["data"], ref, str(read_version) if read_version is not None else None
         )
 
+    # Rotation uses KV v2 versions. A write is the latest version at once, but buckets read
+    # registry-owned secrets by pinned version only, so a staged version is used by nothing
+    # until validation moves the bucket's pin to it; a refused one is destroyed.
+
+    async def stage(self, ref: SecretRef, payload: Mapping[str, str]) -> StagedSecret:
+        mount, _, path = ref.location.partition("/")
+        response = await self._call(
+            ref, "POST", f"/v1/{mount}/data/{path}", {"data": dict(payload)}
+        )
+        self._check_write(ref, response)
+        data = _json(response, f"Vault sent a malformed write answer for {ref.raw}").get("data")
+        version = data.get("version") if isinstance(data, dict) else None
+        if not isinstance(version, int):
+            raise SecretUnavailable(f"Vault named no version for the write to {ref.raw}")
+        return StagedSecret(ref.raw, str(version))
+
+    async def promote(self, ref: SecretRef, staged: StagedSecret) -> None:
+        return None
+
+    async def discard(self, ref: SecretRef, staged: StagedSecret) -> None:
+        await self._destroy(ref, [int(str(staged.version))])
+
+    async def prune(self, ref: SecretRef, keep: StagedSecret) -> int:
+        mount, _, path = ref.location.partition("/")
+        response = await self._call(ref, "GET", f"/v1/{mount}/metadata/{path}")
+        self._check_write(ref, response)
+        data = _json(response, f"Vault sent malformed metadata for {ref.raw}").get("data")
+        versions = data.get("versions") if isinstance(data, dict) else None
+        if not isinstance(versions, dict):
+            raise SecretUnavailable(f"Vault sent malformed metadata for {ref.raw}")
+        old = sorted(
+            int(number)
+            for number, info in versions.items()
+            if str(number) != str(keep.version)
+            and str(number).isdigit()
+            and not (isinstance(info, dict) and info.get("destroyed"))
+        )
+        if old:
+            await self._destroy(ref, old)
+        return len(old)
+
+    async def _destroy(self, ref: SecretRef, versions: list[int]) -> None:
+        mount, _, path = ref.location.partition("/")
+        response = await self._call(
+            ref, "POST", f"/v1/{mount}/destroy/{path}", {"versions": versions}
+        )
+        self._check_write(ref, response)
+
+    async def _call(
+        self, ref: SecretRef, method: str, url: str, body: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        token = await self._token()
+        response = await self._send(ref, method, url, token, json=body)
+        if response.status_code == 403 and self._static_token is None:
+            self._forget(token)
+            response = await self._send(ref, method, url, await self._token(), json=body)
+        return response
+
+    @staticmethod
+    def _check_write(ref: SecretRef, response: httpx.Response) -> None:
+        status = response.status_code
+        if status in (400, 403, 404):
+            raise SecretNotFound(f"secret {ref.raw} is not writable here (HTTP {status})")
+        if status not in (200, 204):
+            raise SecretUnavailable(f"Vault failed for {ref.raw} (HTTP {status})")
+
     async def aclose(self) -> None:
         self._lease = None
         if self._owns_client:
@@ -211,10 +277,11 @@ class VaultResolver:
         token: str,
         *,
         params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
     ) -> httpx.Response:
         try:
             return await self._http.request(
-                method, url, params=params, headers={"X-Vault-Token": token}
+                method, url, params=params, json=json, headers={"X-Vault-Token": token}
             )
         except httpx.HTTPError as exc:
             raise SecretUnavailable(

@@ -200,3 +200,69 @@ async def test_no_secret_value_escapes_any_flow(make_flow, moto, gateway, pg_url
         assert secret in vended.text
         for place, text in elsewhere.items():
             assert secret not in text, f"a vended secret leaked into {place}"
+
+
+async def test_keys_put_through_the_api_never_escape(
+    make_flow, moto, gateway, pg_url, all_logs
+) -> None:
+    rejected_secret = "CANARY-rejected-secret-0b71"
+    gateway.add_key(CANARY_KEY_ID, CANARY_SECRET)
+    boto(moto, "s3").create_bucket(Bucket="abc-keys")
+    flow: Flow = await make_flow()
+    flow.arborist.grant("owner", "bucket_register", PROJECT)
+    flow.arborist.grant("submitter", "writer", PROJECT)
+    owner = flow.user("owner")
+    body = {
+        "name": "abc-keys",
+        "provider": "minio",
+        "endpoint": gateway.url,
+        "auth_mode": "static",
+        "project_resource": PROJECT,
+        "data_upload_allowed": True,
+    }
+    created = await flow.call("POST", "/admin/buckets", json=body, headers=owner)
+    assert created.status_code == 201
+    url = "/admin/buckets/abc-keys/credentials"
+    for keys, status in (
+        ({"access_key_id": CANARY_KEY_ID, "secret_access_key": rejected_secret}, 400),
+        ({"access_key_id": CANARY_KEY_ID, "secret_access_key": CANARY_SECRET}, 200),
+        # Misfiled or malformed bodies are refused without echoing what was sent.
+        ({"access_key_id": CANARY_KEY_ID, "secret_key": CANARY_SECRET}, 400),
+        ({"service_account_key_json": CANARY_SECRET}, 400),
+        ({"access_key_id": CANARY_SECRET + " x", "secret_access_key": CANARY_SECRET}, 400),
+    ):
+        answer = await flow.call("PUT", url, json=keys, headers=owner)
+        assert answer.status_code == status, answer.text
+    binding = {"resource_path": PROJECT, "allowed_ops": ALL_OPS}
+    await flow.call("POST", "/admin/buckets/abc-keys/bindings", json=binding, headers=owner)
+    signed = await flow.presign("submitter", "abc-keys", "k/1", "write")
+    assert signed.status_code == 200
+    await flow.call("POST", "/admin/buckets/abc-keys/validate", headers=owner)
+    await flow.call("GET", "/admin/buckets/abc-keys", headers=owner)
+    await flow.call("GET", "/admin/buckets/abc-keys/audit", headers=owner)
+    await flow.call("GET", "/admin/audit", headers=flow.admin)
+    metrics = await flow.call("GET", "/metrics")
+
+    engine = create_async_engine(pg_url)
+    try:
+        async with engine.connect() as connection:
+            database = json.dumps(
+                {
+                    table: [
+                        list(map(str, row))
+                        for row in (await connection.execute(sa.text(f"SELECT * FROM {table}")))
+                    ]
+                    for table in ("bucket", "bucket_audit")
+                }
+            )
+    finally:
+        await engine.dispose()
+    places = {
+        "responses": "\n".join(r.text + json.dumps(dict(r.headers)) for r in flow.responses),
+        "logs": rendered_logs(all_logs),
+        "metrics": metrics.text,
+        "database": database,
+    }
+    for place, text in places.items():
+        for secret in (CANARY_SECRET, rejected_secret):
+            assert secret not in text, f"{secret} leaked into {place}"

@@ -139,3 +139,61 @@ def test_suspension_through_one_replica_denies_on_the_other_within_a_second(
             if line.startswith("bucket_registry_change_notifications_received_total")
         ]
         assert received and float(received[0].split()[-1]) >= 2
+
+
+def test_keys_rotated_through_one_replica_sign_on_the_other_within_a_second(
+    replicas, issuer, arborist, moto, gateway
+) -> None:
+    from tests.e2e.conftest import ROTATED_KEY_ID, ROTATED_SECRET
+    from tests.e2e.test_data_path import key_id_of
+
+    a, b = replicas
+    arborist.make_admin("admin")
+    arborist.grant("submitter", "writer", PROJECT)
+    arborist.grant("submitter", "reader", PROJECT)
+    arborist.grant("owner", "bucket_register", PROJECT)
+    admin = {"Authorization": f"Bearer {issuer.token('admin')}"}
+    owner = {"Authorization": f"Bearer {issuer.token('owner')}"}
+    user = {"Authorization": f"Bearer {issuer.token('submitter')}"}
+    boto(moto, "s3").create_bucket(Bucket="minio-abc")
+    put_static_secret(moto, "gen3/bucket-registry/minio-abc", STATIC_KEY_ID, STATIC_SECRET)
+    body = {
+        "name": "minio-abc",
+        "provider": "minio",
+        "endpoint": gateway.url,
+        "auth_mode": "static",
+        "secret_ref": "aws-sm://gen3/bucket-registry/minio-abc",
+        "data_upload_allowed": True,
+        "project_resource": PROJECT,
+    }
+    request = {"bucket": "minio-abc", "key": "incoming/x", "op": "write"}
+    with httpx.Client(timeout=10) as http:
+        assert http.post(f"{a.url}/admin/buckets", json=body, headers=admin).status_code == 201
+        binding = {"resource_path": PROJECT, "allowed_ops": ALL_OPS}
+        bound = http.post(f"{a.url}/admin/buckets/minio-abc/bindings", json=binding, headers=admin)
+        assert bound.status_code == 201
+        warm = http.post(f"{b.url}/presign", json=request, headers=user)
+        assert key_id_of(warm.json()["url"]) == STATIC_KEY_ID  # b caches signer and secret
+
+        # Bad keys through a: refused, and b goes on signing with the old ones.
+        bad = {"access_key_id": "AKIAUNKNOWNKEY000001", "secret_access_key": "nope"}
+        put = http.put(f"{a.url}/admin/buckets/minio-abc/credentials", json=bad, headers=owner)
+        assert put.status_code == 400, put.text
+        still = http.post(f"{b.url}/presign", json=request, headers=user)
+        assert key_id_of(still.json()["url"]) == STATIC_KEY_ID
+
+        keys = {"access_key_id": ROTATED_KEY_ID, "secret_access_key": ROTATED_SECRET}
+        put = http.put(f"{a.url}/admin/buckets/minio-abc/credentials", json=keys, headers=owner)
+        assert put.status_code == 200, put.text
+        rotated_at = time.monotonic()
+        while True:
+            answer = http.post(f"{b.url}/presign", json=request, headers=user)
+            assert answer.status_code == 200, answer.text
+            if key_id_of(answer.json()["url"]) == ROTATED_KEY_ID:
+                break
+            assert time.monotonic() - rotated_at < 1.0, "replica b still signs with the old key"
+            time.sleep(0.02)
+        assert http.put(answer.json()["url"], content=b"rotated").status_code == 200
+        for _ in range(5):
+            again = http.post(f"{b.url}/presign", json=request, headers=user)
+            assert key_id_of(again.json()["url"]) == ROTATED_KEY_ID

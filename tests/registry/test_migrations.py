@@ -92,3 +92,62 @@ async def test_0002_keeps_uploads_where_bindings_allowed_them(old_database: str)
         # An operator's explicit flag is left alone, even without an uploading binding.
         "already": (True, False),
     }
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def database_at_0002(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "postgresql":
+        database = PostgresDatabase().create("0002")
+        try:
+            yield database.url
+        finally:
+            database.drop()
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'at-0002.db'}"
+        run_in_thread(migrate, url, "0002")
+        yield url
+
+
+async def _self_service_columns(url: str) -> dict[str, tuple[object, object, object, str]]:
+    engine = create_async_engine(url)
+    async with engine.connect() as connection:
+        result = await connection.execute(
+            sa.text(
+                "SELECT name, project_resource, pending_external_id, validation, status FROM bucket"
+            )
+        )
+        rows = {
+            name: (project, pending, validation, status)
+            for name, project, pending, validation, status in result
+        }
+    await engine.dispose()
+    return rows
+
+
+async def test_0004_adds_the_self_service_columns_and_downgrades(database_at_0002: str) -> None:
+    from alembic import command
+    from app.db import alembic_config
+
+    await _insert(database_at_0002, "before-self-service", False, [READ])
+    run_in_thread(migrate, database_at_0002)
+    assert await _self_service_columns(database_at_0002) == {
+        "before-self-service": (None, None, None, "active")
+    }
+    engine = create_async_engine(database_at_0002)
+    async with engine.begin() as connection:
+        await connection.execute(
+            sa.text(
+                "UPDATE bucket SET project_resource = '/programs/DEV/projects/ABC',"
+                " status = 'pending', validation = :validation"
+            ),
+            {"validation": json.dumps({"ok": False})},
+        )
+    await engine.dispose()
+    rows = await _self_service_columns(database_at_0002)
+    project, _pending, validation, status = rows["before-self-service"]
+    assert (project, status) == ("/programs/DEV/projects/ABC", "pending")
+    assert validation in ({"ok": False}, json.dumps({"ok": False}))
+
+    run_in_thread(command.downgrade, alembic_config(database_at_0002), "0002")
+    assert await _rows(database_at_0002) == {"before-self-service": (False, False)}
+    run_in_thread(migrate, database_at_0002)

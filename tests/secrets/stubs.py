@@ -1,7 +1,8 @@
 """Real-HTTP stubs of the secrets managers the service talks to, each speaking its wire format.
 
-* ``VaultStub`` — KV v2 data reads (``/v1/{mount}/data/{path}?version=N``), Kubernetes auth
-  login, ``auth/token/renew-self``; Vault's ``{"errors": [...]}`` bodies, 403 for bad tokens.
+* ``VaultStub`` — KV v2 data reads (``/v1/{mount}/data/{path}?version=N``), writes, ``destroy``
+  and ``metadata``, Kubernetes auth login, ``auth/token/renew-self``; Vault's
+  ``{"errors": [...]}`` bodies, 403 for bad tokens.
 * ``KubernetesStub`` — ``GET /api/v1/namespaces/{ns}/secrets/{name}`` returning v1 Secret
   objects, or v1 ``Status`` objects for failures; checks the bearer token.
 * ``GcpSecretManagerStub`` — ``GET /v1/projects/P/secrets/S/versions/{v}:access`` returning
@@ -90,6 +91,8 @@ class _VaultHandler(JsonHandler):
                 self.send_json(403, _vault_errors("permission denied"))
                 return
             self.send_json(200, _vault_envelope(auth=stub.issue_token()))
+        elif re.fullmatch(r"/v1/([^/]+)/(data|destroy)/(.+)", path):
+            self._write(path)
         elif path == "/v1/auth/token/renew-self":
             self.read_json()
             stub.count("renew")
@@ -101,12 +104,65 @@ class _VaultHandler(JsonHandler):
         else:
             self.send_json(404, _vault_errors())
 
+    def _authorized(self) -> bool:
+        stub: VaultStub = self.stub
+        token = self.headers.get("X-Vault-Token")
+        if token not in stub.tokens and token != stub.root_token:
+            self.send_json(403, _vault_errors("permission denied"))
+            return False
+        return True
+
+    def _write(self, path: str) -> None:
+        """KV v2 ``data`` writes (a new version) and ``destroy`` (versions' data removed)."""
+        stub: VaultStub = self.stub
+        body = self.read_json()
+        if not self._authorized():
+            return
+        match = re.fullmatch(r"/v1/([^/]+)/(data|destroy)/(.+)", path)
+        assert match is not None
+        key = f"{match.group(1)}/{match.group(3)}"
+        if match.group(2) == "data":
+            stub.count("write")
+            if not isinstance(body.get("data"), dict):
+                self.send_json(400, _vault_errors("no data provided"))
+                return
+            version = stub.put(key, body["data"])
+            self.send_json(200, _vault_envelope(data={"version": version, "destroyed": False}))
+            return
+        stub.count("destroy")
+        with stub.lock:
+            versions = stub.secrets.get(key, [])
+            for number in body.get("versions") or []:
+                if 1 <= number <= len(versions):
+                    versions[number - 1] = None
+                    stub.destroyed.add((key, number))
+        self.send_response(204)
+        self.end_headers()
+
     def do_GET(self) -> None:
         stub: VaultStub = self.stub
         parts = urlsplit(self.path)
         match = re.fullmatch(r"/v1/([^/]+)/data/(.+)", parts.path)
         if stub.fail_with:
             self.send_json(stub.fail_with, _vault_errors("Vault is sealed"))
+            return
+        metadata_path = re.fullmatch(r"/v1/([^/]+)/metadata/(.+)", parts.path)
+        if metadata_path is not None:
+            if not self._authorized():
+                return
+            key = f"{metadata_path.group(1)}/{metadata_path.group(2)}"
+            versions = stub.secrets.get(key)
+            if not versions:
+                self.send_json(404, _vault_errors())
+                return
+            listed = {
+                str(number): {"destroyed": (key, number) in stub.destroyed, "deletion_time": ""}
+                for number in range(1, len(versions) + 1)
+            }
+            self.send_json(
+                200,
+                _vault_envelope(data={"current_version": len(versions), "versions": listed}),
+            )
             return
         if match is None:
             self.send_json(404, _vault_errors())
@@ -157,6 +213,7 @@ class VaultStub(_Stub):
         self.tokens: set[str] = set()
         self.read_tokens: list[str | None] = []
         self.secrets: dict[str, list[dict[str, Any] | None]] = {}
+        self.destroyed: set[tuple[str, int]] = set()
         self._serial = itertools.count(1)
 
     def put(self, path: str, data: dict[str, Any] | None) -> int:

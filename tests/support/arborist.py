@@ -11,7 +11,11 @@ answering as Arborist's own handler does (uc-cdis/arborist ``handleAuthRequest``
 * a token with neither a user nor a client → 400;
 * resource paths become ltree (malformed → 400 "ltree syntax error"); a resource without a
   leading ``/`` is a tag, and the stub defines none, so it is never granted;
-* several requests: the first denial answers false, later requests are not even looked at.
+* several requests: the first denial answers false, later requests are not even looked at;
+* ``/auth/mapping`` (``handleAuthMappingGET``/``POST``): the user from the Authorization header's
+  token (a client-only token: the client's own mapping), else the body's ``username`` or
+  ``clientID`` (exactly one), else the anonymous group; the answer maps each granted path to
+  its ``{service, method}`` actions (the stub has no resource tree, so only the granted roots).
 
 Faults can be switched on: down (connection refused), ``fail_with`` (that status, Arborist's
 error body), ``answer_with`` (any status and JSON body), ``answer_raw`` (any status and
@@ -60,6 +64,12 @@ ROLES = [
         "permissions": [{"id": "u", "action": {"service": "fence", "method": "file_upload"}}],
     },
     {"id": "everything", "permissions": [{"id": "all", "action": {"service": "*", "method": "*"}}]},
+    {
+        "id": "bucket_register",
+        "permissions": [
+            {"id": "br", "action": {"service": "bucket-registry", "method": "bucket_register"}}
+        ],
+    },
 ]
 _USER_FIELDS = {"token", "user_id", "policies", "scope"}
 _REQUEST_FIELDS = {"resource", "action", "constraints"}
@@ -73,6 +83,8 @@ class _Handler(JsonHandler):
     def do_GET(self) -> None:
         if self.path == "/health":
             self.send_json(200, "Healthy")
+        elif self.path.split("?")[0] == "/auth/mapping":
+            self._answer(self.stub.map_request("GET", self.headers.get("Authorization"), b""))
         else:
             self.send_json(404, {"error": {"message": "not found", "code": 404}})
 
@@ -81,7 +93,7 @@ class _Handler(JsonHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if stub.delay:
             time.sleep(stub.delay)
-        if self.path != "/auth/request":
+        if self.path not in ("/auth/request", "/auth/mapping"):
             self.send_json(404, {"error": {"message": "not found", "code": 404}})
             return
         if stub.fail_with:
@@ -89,12 +101,20 @@ class _Handler(JsonHandler):
                 stub.fail_with, {"error": {"message": "arborist exploded", "code": stub.fail_with}}
             )
             return
+        if self.path == "/auth/mapping":
+            self._answer(stub.map_request("POST", self.headers.get("Authorization"), body))
+            return
         try:
             request = json.loads(body)
         except ValueError as exc:
             status, answer = _error(400, f"could not parse auth request from JSON: {exc}")
         else:
             status, answer = stub.judge(request)
+        self._answer((status, answer))
+
+    def _answer(self, judged: tuple[int, Any]) -> None:
+        stub = self.stub
+        status, answer = judged
         if stub.answer_raw is not None:
             status, raw = stub.answer_raw
             self.send_response(status)
@@ -134,6 +154,7 @@ class ArboristStub:
         self.answer_raw: tuple[int, bytes] | None = None
         self.jwks_broken = False
         self.requests: list[dict[str, Any]] = []
+        self.mapping_requests: list[dict[str, Any]] = []
         self.policies: list[dict[str, Any]] = [ADMIN_POLICY]
         self.users: dict[str, list[str]] = {"admin": ["bucket_registry_admin"]}
         self.clients: dict[str, list[str]] = {}
@@ -219,6 +240,61 @@ class ArboristStub:
         if not isinstance(client, str):
             return "failed to decode token: field `azp` has wrong type"
         return username, client
+
+    def mapping_for(self, username: str | None) -> dict[str, list[dict[str, str]]]:
+        """What ``/auth/mapping`` answers for the user (None: the anonymous group alone)."""
+        document = self._document()
+        return {
+            path: [{"service": perm.service, "method": perm.method} for perm in held]
+            for path, held in document.mapping(username).items()
+        }
+
+    def map_request(self, verb: str, authorization: str | None, body: bytes) -> tuple[int, Any]:
+        """``GET``/``POST /auth/mapping`` as Arborist's handlers answer them: the user from the
+        token in the Authorization header, else (POST) from the body's ``username`` or
+        ``clientID``, else the anonymous group's mapping."""
+        with self._lock:
+            self.mapping_requests.append({"verb": verb, "token": authorization, "body": body})
+        if authorization:
+            token = authorization.removeprefix("Bearer ").removeprefix("bearer ")
+            decoded = self._decode(token, ["openid"])
+            if isinstance(decoded, str):
+                message = f"tried to get username from jwt, but jwt decode failed: {decoded}"
+                # GET answers a bare string with 400; POST an error body with 401.
+                return (400, message) if verb == "GET" else _error(401, message)
+            username, client = decoded
+            if username:
+                return 200, self.mapping_for(username)
+            if client and verb == "POST":
+                return 200, self._client_mapping(client)
+            return _error(401, "invalid token (no username or client ID)")
+        if verb == "POST" and body:
+            try:
+                request = json.loads(body)
+            except ValueError as exc:
+                return _error(400, f"could not parse JSON: {exc}")
+            if not isinstance(request, dict):
+                return _error(400, "could not parse JSON: not an object")
+            username, client = request.get("username") or "", request.get("clientID") or ""
+            if bool(username) == bool(client):
+                return _error(
+                    400,
+                    "must provide a token or specify exactly one of `username` or `clientID`"
+                    " in the request body",
+                )
+            if username:
+                return 200, self.mapping_for(username)
+            return 200, self._client_mapping(client)
+        return 200, self.mapping_for(None)
+
+    def _client_mapping(self, client: str) -> dict[str, list[dict[str, str]]]:
+        document = self._document()
+        return {
+            path: [{"service": perm.service, "method": perm.method} for perm in held]
+            for path, held in document.mapping(
+                None, policies=document.client_policies(client)
+            ).items()
+        }
 
     def judge(self, request: Any) -> tuple[int, Any]:
         with self._lock:
