@@ -110,9 +110,7 @@ def _finish(request: Request, response: Response) -> Response:
     return response
 
 
-def render(
-    request: Request, template: str, status_code: int = 200, **context: Any
-) -> HTMLResponse:
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("user", getattr(request.state, "console_user", None))
     context.setdefault("error", None)
     context.setdefault("notice", request.query_params.get("done"))
@@ -249,8 +247,12 @@ async def bucket_list(
         request,
         "buckets.html",
         buckets=page.items,
-        filters={"status": status, "owner_project": owner_project, "provider": provider,
-                 "label": label or ""},
+        filters={
+            "status": status,
+            "owner_project": owner_project,
+            "provider": provider,
+            "label": label or "",
+        },
         statuses=list(BucketStatus),
         providers=list(Provider),
         first_url="/console/buckets?" + urlencode(query) if cursor else None,
@@ -538,4 +540,3 @@ async def reject(request: Request, name: str) -> Response:
         raise InvalidInput("self-service registration is not enabled on this registry")
     await selfservice.reject(services.registry, name, actor)
     return _done("/console/pending", f"{name} rejected")
-

@@ -31,7 +31,11 @@ def signed_in(issuer: FenceIssuer, user: str = "admin") -> dict[str, str]:
 
 
 async def post(
-    http: httpx.AsyncClient, path: str, cookies: dict[str, str], data: dict[str, str], **headers: str
+    http: httpx.AsyncClient,
+    path: str,
+    cookies: dict[str, str],
+    data: dict[str, str],
+    **headers: str,
 ) -> httpx.Response:
     sent = {"x-csrf-token": CSRF, **headers}
     http.cookies.clear()
@@ -270,7 +274,7 @@ async def test_every_console_answer_has_a_strict_csp(
         assert "frame-ancestors 'none'" in csp
         assert "unsafe-inline" not in csp
     page = answers[1].text
-    assert "<script src=\"/console/static/console.js\"" in page
+    assert '<script src="/console/static/console.js"' in page
     assert "style=" not in page and "onclick" not in page
 
 
