@@ -35,7 +35,7 @@ CRD_KINDS = {"ServiceMonitor"}
 IMAGE_UID = 10001
 DATA_PATHS = ["/presign", "/resolve/my-bucket", "/resolve", "/multipart/init", "/multipart/abort"]
 ADMIN_PATHS = ["/admin/buckets", "/admin/buckets/my-bucket", "/admin/audit", "/admin/audit/x"]
-CONSOLE_PATHS = ["/console", "/console/", "/console/buckets/my-bucket", "/console/static/console.js"]
+CONSOLE_PATHS = ["/console", "/console/", "/console/buckets/b", "/console/static/console.js"]
 
 Manifest = dict[str, Any]
 
