@@ -14,6 +14,7 @@ from app import __version__
 from app.api import admin, credentials, data, fence, resolve, status
 from app.api.errors import install_error_handlers
 from app.config import Settings
+from app.console import views as console
 from app.container import Services
 from app.dev import DevMode
 from app.logs import RequestIdMiddleware
@@ -75,6 +76,7 @@ def create_app(
     app.include_router(resolve.router)
     app.include_router(status.router)
     app.include_router(admin.router)
+    app.include_router(console.router)
     _install_openapi(app)
     return app
 

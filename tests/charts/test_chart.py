@@ -35,6 +35,7 @@ CRD_KINDS = {"ServiceMonitor"}
 IMAGE_UID = 10001
 DATA_PATHS = ["/presign", "/resolve/my-bucket", "/resolve", "/multipart/init", "/multipart/abort"]
 ADMIN_PATHS = ["/admin/buckets", "/admin/buckets/my-bucket", "/admin/audit", "/admin/audit/x"]
+CONSOLE_PATHS = ["/console", "/console/", "/console/buckets/b", "/console/static/console.js"]
 
 Manifest = dict[str, Any]
 
@@ -487,11 +488,24 @@ def test_revproxy_snippet_publishes_admin_paths_only() -> None:
         assert any(p.search(path) for p in patterns), path
     for path in [*DATA_PATHS, "/metrics", "/_status", "/_status/ready", "/admin/bucketsx", "/"]:
         assert not any(p.search(path) for p in patterns), path
+    for path in ["/consolex", "/console-admin", "/openapi.json", "/docs"]:
+        assert not any(p.search(path) for p in patterns), path
     code = "\n".join(line.split("#", 1)[0] for line in conf.splitlines())
     for word in ("presign", "resolve", "multipart"):
         assert word not in code
     assert "proxy_pass $upstream;" in code
     assert "set $upstream http://bucket-registry-service$des_domain;" in code
+
+
+def test_revproxy_snippet_publishes_the_console_with_the_csrf_check() -> None:
+    conf = SNIPPET.read_text()
+    patterns = _location_patterns(conf)
+    for path in CONSOLE_PATHS:
+        assert any(p.search(path) for p in patterns), path
+    blocks = [block for block in conf.split("location ")[1:] if block.startswith("~ ^/console")]
+    assert len(blocks) == 1
+    assert "if ($csrf_check !~ ^ok-\\S.+$)" in blocks[0]
+    assert "proxy_pass $upstream;" in blocks[0]
 
 
 def test_revproxy_configmap_carries_the_snippet(default_docs: list[Manifest]) -> None:

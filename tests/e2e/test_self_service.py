@@ -518,3 +518,34 @@ async def test_keys_never_follow_a_registrants_new_endpoint(make_flow, moto, gat
     validated = await flow.call("POST", "/admin/buckets/minio-abc/validate", headers=flow.admin)
     assert validated.json()["ok"] is False
     assert "no keys yet" in validated.json()["checks"]["secret_accessible"]["reason"]
+
+
+async def test_the_console_lists_pending_registrations_and_an_admin_rejects_one(
+    make_flow, moto, gateway
+) -> None:
+    flow = await setup(make_flow)
+    boto(moto, "s3").create_bucket(Bucket="abc-static")
+    assert (await register(flow, static_body(gateway.url)))["status"] == "pending"
+    csrf = "console-csrf-value"
+    cookies = {"access_token": flow.issuer.token("admin"), "csrftoken": csrf}
+
+    async def console(method: str, path: str) -> Any:
+        flow.http.cookies.clear()
+        headers = {"x-csrf-token": csrf} if method == "POST" else {}
+        return await flow.http.request(method, path, cookies=cookies, headers=headers)
+
+    page = await console("GET", "/console/pending")
+    assert page.status_code == 200 and "abc-static" in page.text
+    shown = await console("GET", "/console/buckets/abc-static")
+    # The validation the registration ran is kept on the bucket and shown with each check.
+    assert "secret_accessible" in shown.text and "no keys yet" in shown.text
+    # Approval needs a passing validation; this bucket has no keys yet.
+    assert (await console("POST", "/console/pending/abc-static/approve")).status_code == 409
+    rejected = await console("POST", "/console/pending/abc-static/reject")
+    assert rejected.status_code in (200, 303), rejected.text
+    assert (await record(flow, "abc-static", user="admin"))["status"] == "rejected"
+    audit = await flow.call("GET", "/admin/buckets/abc-static/audit", headers=flow.admin)
+    assert "reject" in [row["action"] for row in audit.json()]
+    # A registrant is not an admin of the console.
+    cookies["access_token"] = flow.issuer.token("owner")
+    assert (await console("GET", "/console/pending")).status_code == 403
