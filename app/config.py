@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     tracing_service_name: str = "bucket-registry"
     log_level: str = "INFO"
     log_json: bool = True
+    # uvicorn's --limit-concurrency for `serve`: past this many connections and requests in
+    # flight per worker, new requests get 503 at once instead of queueing. Unset: no limit.
+    limit_concurrency: int | None = Field(default=None, ge=1)
 
     @field_validator(
         "endpoint_allowlist", "data_scopes", "admin_scopes", "trusted_callers", mode="before"
