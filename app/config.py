@@ -118,6 +118,12 @@ class Settings(BaseSettings):
             raise ValueError("service_token_issuer must differ from user_api (Fence's issuer)")
         return self
 
+    @model_validator(mode="after")
+    def _file_backend_has_a_root(self) -> Settings:
+        if self.secrets_backend.strip().lower() == "file" and self.file_secrets_dir is None:
+            raise ValueError("secrets_backend file needs file_secrets_dir (the mounted Secrets)")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,

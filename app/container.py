@@ -24,7 +24,6 @@ from app.metrics import Metrics
 from app.netguard import NetGuard, guarded_transport
 from app.registry.notify import NotifyListener
 from app.registry.service import BucketChange, RegistryService
-from app.secrets.base import validate_secret_version
 from app.secrets.store import SecretStore
 from app.storage.service import StorageService
 
@@ -113,9 +112,7 @@ class Services:
             db,
             endpoint_allowlist=settings.endpoint_allowlist,
             netguard=netguard,
-            check_secret_ref=lambda ref, version: validate_secret_version(
-                secrets.parse(ref), version
-            ),
+            check_secret_ref=secrets.check,
         )
         # Served only while the registry holds no bucket (docs/migration.md); a malformed file
         # stops startup.
