@@ -151,6 +151,7 @@ class Services:
                 authorizer,
                 storage,
                 count=lambda *labels: metrics.presigns.labels(*labels).inc(),
+                default_billing_project=settings.gcp_billing_project,
             ),
             # The probe sends requests to admin-chosen endpoints: its own client, guarded.
             probe=BucketProbe(

@@ -220,6 +220,9 @@ class ResolvedBucket(BaseModel):
     is_default_upload: bool
     requester_pays: bool
     public: bool
+    billing_projects: list[str] = Field(
+        default_factory=list, description="gcp: projects a caller may name as user_project"
+    )
     labels: dict[str, str]
     version: int
     bindings: list[ResolvedBinding]
@@ -247,6 +250,7 @@ class BucketOut(BaseModel):
     is_default_upload: bool
     requester_pays: bool
     public: bool
+    billing_projects: list[str] = Field(default_factory=list)
     version: int
     created_at: datetime
     updated_at: datetime

@@ -78,6 +78,9 @@ class Bucket(SQLModel, table=True):
     is_default_upload: bool = False
     requester_pays: bool = False
     public: bool = False
+    billing_projects: list[str] = Field(
+        default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False, default=list)
+    )
     version: int = 1
     created_at: datetime = Field(default_factory=utcnow, sa_column=_tz_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_tz_column())

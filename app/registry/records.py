@@ -29,6 +29,7 @@ BUCKET_FIELDS: tuple[str, ...] = (
     "is_default_upload",
     "requester_pays",
     "public",
+    "billing_projects",
 )
 
 
@@ -112,6 +113,8 @@ class BucketRecord:
     service_account: str | None = None
     # Anyone may read it without credentials (Fence's ``cred: '*'``): unsigned URLs are allowed.
     public: bool = False
+    # gcp: projects a caller may name as ``user_project`` (besides the configured default).
+    billing_projects: tuple[str, ...] = ()
     bindings: tuple[BindingRecord, ...] = field(default=())
 
     @classmethod
@@ -132,6 +135,7 @@ class BucketRecord:
         fields["auth_mode"] = AuthMode(fields["auth_mode"])
         fields["status"] = BucketStatus(fields["status"])
         fields["labels"] = dict(fields["labels"] or {})
+        fields["billing_projects"] = tuple(fields["billing_projects"] or ())
         return cls(
             id=id,
             version=version,

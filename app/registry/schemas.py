@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from app.registry.records import AuthMode, BucketStatus, Provider
 
 _NAME = Field(min_length=1, max_length=255)
+BILLING_PROJECTS = (
+    "gcp only: projects a caller may bill through user_project (at most 32 project ids);"
+    " empty: only the configured default billing project"
+)
 
 
 class StrictModel(BaseModel):
@@ -35,6 +39,7 @@ class BucketCreate(StrictModel):
     public: StrictBool = Field(
         default=False, description="Anyone may read it: unsigned read URLs are allowed"
     )
+    billing_projects: list[str] = Field(default_factory=list, description=BILLING_PROJECTS)
 
 
 class BucketUpdate(StrictModel):
@@ -55,6 +60,7 @@ class BucketUpdate(StrictModel):
     is_default_upload: StrictBool | None = None
     requester_pays: StrictBool | None = None
     public: StrictBool | None = None
+    billing_projects: list[str] | None = Field(default=None, description=BILLING_PROJECTS)
 
     @model_validator(mode="after")
     def _required_fields_cannot_be_cleared(self) -> BucketUpdate:
@@ -72,6 +78,7 @@ _NOT_CLEARABLE = (
     "data_upload_allowed",
     "is_default_upload",
     "requester_pays",
+    "billing_projects",
 )
 
 

@@ -1,4 +1,4 @@
-"""Revision 0002 on both databases: rows written at 0001 come out with the new rules applied."""
+"""Revisions 0002 and 0003 on both databases: rows written before come out right."""
 
 from __future__ import annotations
 
@@ -92,3 +92,55 @@ async def test_0002_keeps_uploads_where_bindings_allowed_them(old_database: str)
         # An operator's explicit flag is left alone, even without an uploading binding.
         "already": (True, False),
     }
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def database_at_0002(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database at revision 0002 (before ``billing_projects``)."""
+    if request.param == "postgresql":
+        database = PostgresDatabase().create("0002")
+        try:
+            yield database.url
+        finally:
+            database.drop()
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'at-0002.db'}"
+        run_in_thread(migrate, url, "0002")
+        yield url
+
+
+async def _billing(url: str) -> dict[str, object]:
+    engine = create_async_engine(url)
+    async with engine.connect() as connection:
+        result = await connection.execute(sa.text("SELECT name, billing_projects FROM bucket"))
+        rows = {
+            name: json.loads(value) if isinstance(value, str) else value for name, value in result
+        }
+    await engine.dispose()
+    return rows
+
+
+async def test_0003_gives_existing_buckets_an_empty_billing_allow_list_and_goes_back(
+    database_at_0002: str,
+) -> None:
+    from alembic import command
+    from app.db import alembic_config
+
+    await _insert(database_at_0002, "before", False, [READ])
+
+    run_in_thread(migrate, database_at_0002)
+    assert await _billing(database_at_0002) == {"before": []}
+
+    engine = create_async_engine(database_at_0002)
+    async with engine.begin() as connection:
+        await connection.execute(
+            sa.text("UPDATE bucket SET billing_projects = :projects WHERE name = 'before'"),
+            {"projects": json.dumps(["lab-billing-01"])},
+        )
+    await engine.dispose()
+    assert await _billing(database_at_0002) == {"before": ["lab-billing-01"]}
+
+    run_in_thread(command.downgrade, alembic_config(database_at_0002), "0002")
+    assert await _rows(database_at_0002) == {"before": (False, False)}
+    run_in_thread(migrate, database_at_0002)
+    assert await _billing(database_at_0002) == {"before": []}
