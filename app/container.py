@@ -180,6 +180,8 @@ class Services:
         metrics = self.metrics
         caches: list[AsyncCache[Any, Any]] = [
             self.directory.buckets,
+            self.directory.unknown,
+            self.directory.names,
             self.directory.defaults,
             self.secrets.cache,
             self.tokens.cache,
