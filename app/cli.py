@@ -145,6 +145,7 @@ def _run(settings: Settings, dev_mode: DevMode | None, host: str, port: int, wor
             workers=workers,
             log_config=None,
             proxy_headers=True,
+            limit_concurrency=settings.limit_concurrency,
         )
     else:
         uvicorn.run(
@@ -153,6 +154,7 @@ def _run(settings: Settings, dev_mode: DevMode | None, host: str, port: int, wor
             port=port,
             log_config=None,
             proxy_headers=True,
+            limit_concurrency=settings.limit_concurrency,
         )
 
 

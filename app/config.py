@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     tracing_service_name: str = "bucket-registry"
     log_level: str = "INFO"
     log_json: bool = True
+    # uvicorn's --limit-concurrency for `serve`: past this many connections and requests in
+    # flight per worker, new requests get 503 at once instead of queueing. Unset: no limit.
+    limit_concurrency: int | None = Field(default=None, ge=1)
 
     @field_validator(
         "endpoint_allowlist", "data_scopes", "admin_scopes", "trusted_callers", mode="before"
@@ -125,6 +128,12 @@ class Settings(BaseSettings):
             "/"
         ) == self.user_api.rstrip("/"):
             raise ValueError("service_token_issuer must differ from user_api (Fence's issuer)")
+        return self
+
+    @model_validator(mode="after")
+    def _file_backend_has_a_root(self) -> Settings:
+        if self.secrets_backend.strip().lower() == "file" and self.file_secrets_dir is None:
+            raise ValueError("secrets_backend file needs file_secrets_dir (the mounted Secrets)")
         return self
 
     @classmethod

@@ -25,7 +25,6 @@ from app.metrics import Metrics
 from app.netguard import NetGuard, guarded_transport
 from app.registry.notify import NotifyListener
 from app.registry.service import BucketChange, RegistryService
-from app.secrets.base import validate_secret_version
 from app.secrets.owned import OwnedSecrets
 from app.secrets.store import SecretStore
 from app.storage.service import StorageService
@@ -116,9 +115,7 @@ class Services:
             db,
             endpoint_allowlist=settings.endpoint_allowlist,
             netguard=netguard,
-            check_secret_ref=lambda ref, version: validate_secret_version(
-                secrets.parse(ref), version
-            ),
+            check_secret_ref=secrets.check,
         )
         # Served only while the registry holds no bucket (docs/migration.md); a malformed file
         # stops startup.
@@ -163,6 +160,7 @@ class Services:
                 authorizer,
                 storage,
                 count=lambda *labels: metrics.presigns.labels(*labels).inc(),
+                default_billing_project=settings.gcp_billing_project,
             ),
             probe=probe,
             netguard=netguard,
@@ -198,6 +196,8 @@ class Services:
         metrics = self.metrics
         caches: list[AsyncCache[Any, Any]] = [
             self.directory.buckets,
+            self.directory.unknown,
+            self.directory.names,
             self.directory.defaults,
             self.secrets.cache,
             self.tokens.cache,

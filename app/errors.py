@@ -53,6 +53,12 @@ class UnsignedRefused(AccessDenied):
     code = "unsigned_not_allowed"
 
 
+class BillingProjectRefused(AccessDenied):
+    """A ``user_project`` the bucket does not allow callers to bill."""
+
+    code = "billing_project_not_allowed"
+
+
 class BucketSuspended(RegistryError):
     status_code = 403
     code = "bucket_suspended"

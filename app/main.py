@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import admin, credentials, data, fence, resolve, status
 from app.api.errors import install_error_handlers
+from app.api.limits import BODY_METHODS, BodyLimitMiddleware
 from app.config import Settings
 from app.console import views as console
 from app.container import Services
@@ -68,6 +69,8 @@ def create_app(
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
+    # Inside the request-id middleware, so refusals get an id and an access-log line too.
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestIdMiddleware, observe=metrics.observe_request, tracing=tracing)
     # Routes are matched in order: the data path Fence calls on every transfer goes first.
     app.include_router(data.router)
@@ -79,6 +82,12 @@ def create_app(
     app.include_router(console.router)
     _install_openapi(app)
     return app
+
+
+_BODY_REFUSALS = {
+    "401": "No credentials (refused before the body is read)",
+    "413": "The body is larger than this endpoint accepts",
+}
 
 
 def _install_openapi(app: FastAPI) -> None:
@@ -93,13 +102,23 @@ def _install_openapi(app: FastAPI) -> None:
         )
         error_ref = {"$ref": "#/components/schemas/ErrorBody"}
         for operations in spec.get("paths", {}).values():
-            for operation in operations.values():
+            for method, operation in operations.items():
                 responses = operation.get("responses", {})
                 if responses.pop("422", None) is not None and "400" not in responses:
                     responses["400"] = {
                         "description": "Invalid input",
                         "content": {"application/json": {"schema": error_ref}},
                     }
+                if method.upper() in BODY_METHODS:
+                    # Answered by BodyLimitMiddleware before the route sees the request.
+                    for status, description in _BODY_REFUSALS.items():
+                        responses.setdefault(
+                            status,
+                            {
+                                "description": description,
+                                "content": {"application/json": {"schema": error_ref}},
+                            },
+                        )
         schemas = spec.get("components", {}).get("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)

@@ -19,6 +19,7 @@ from app.authz.principals import Principal, PrincipalKind
 from app.authz.tokens import Identity
 from app.errors import (
     AccessDenied,
+    BillingProjectRefused,
     BucketSuspended,
     CredentialsNotOffered,
     DependencyUnavailable,
@@ -141,11 +142,13 @@ class AccessService:
         storage: StorageService,
         *,
         count: Callable[[str, str, str], None] | None = None,
+        default_billing_project: str | None = None,
     ) -> None:
         self.directory = directory
         self.authorizer = authorizer
         self.storage = storage
         self._count = count
+        self.default_billing_project = default_billing_project
 
     async def authorize(
         self,
@@ -344,8 +347,8 @@ class AccessService:
             identity, bucket, key, op, action="presign", memo=asked, own_line=memo is not None
         )
         record = grant.bucket
-        if user_project is not None and record.provider is not Provider.GCP:
-            raise InvalidInput("user_project applies to gcp buckets only")
+        if user_project is not None:
+            self._check_billing_project(record, user_project)
         keyless_public = op is Op.READ and record.public and not record.has_signing_identity
         if unsigned or keyless_public:
             if user_project is not None:
@@ -371,6 +374,20 @@ class AccessService:
             return await self.storage.presign(
                 record, key, op, expires_in, params=params, resumable=resumable, audit=audit
             )
+
+    def _check_billing_project(self, record: BucketRecord, user_project: str) -> None:
+        """A caller may bill only a project the bucket lists, or the configured default: the
+        URL is signed by the registry's account, which may be allowed to bill many more."""
+        if record.provider is not Provider.GCP:
+            raise InvalidInput("user_project applies to gcp buckets only")
+        if user_project in record.billing_projects or user_project == self.default_billing_project:
+            return
+        allowed = sorted({*record.billing_projects, *filter(None, [self.default_billing_project])})
+        raise BillingProjectRefused(
+            f"user_project {user_project!r} may not be billed for bucket {record.name!r};"
+            + (f" allowed: {', '.join(allowed)}" if allowed else " no project may be named")
+            + " (an administrator sets the bucket's billing_projects)"
+        )
 
     async def may_read_unsigned(
         self, grant: Grant, requester: Requester, memo: AuthorizationMemo

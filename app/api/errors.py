@@ -23,6 +23,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     409: "conflict",
     412: "version_mismatch",
+    413: "payload_too_large",
     415: "unsupported_media_type",
     503: "dependency_unavailable",
 }

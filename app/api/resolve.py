@@ -41,6 +41,7 @@ def resolved(bucket: BucketRecord) -> ResolvedBucket:
         is_default_upload=bucket.is_default_upload,
         requester_pays=bucket.requester_pays,
         public=bucket.public,
+        billing_projects=list(bucket.billing_projects),
         labels=bucket.labels,
         version=bucket.version,
         bindings=[

@@ -251,6 +251,9 @@ class ResolvedBucket(BaseModel):
     is_default_upload: bool
     requester_pays: bool
     public: bool
+    billing_projects: list[str] = Field(
+        default_factory=list, description="gcp: projects a caller may name as user_project"
+    )
     labels: dict[str, str]
     version: int
     bindings: list[ResolvedBinding]
@@ -281,6 +284,7 @@ class BucketOut(BaseModel):
     credential_vending: bool
     sts_endpoint: str | None
     max_credential_ttl: int | None
+    billing_projects: list[str] = Field(default_factory=list)
     version: int
     created_at: datetime
     updated_at: datetime

@@ -32,7 +32,6 @@ from app.migration.importer import (
 )
 from app.migration.report import render_plan, render_summary
 from app.registry.service import Actor, RegistryService
-from app.secrets.base import validate_secret_version
 from app.secrets.store import SecretStore
 from app.storage.s3 import lookup_bucket_region
 
@@ -173,7 +172,7 @@ async def run_import(
     registry = RegistryService(
         db,
         endpoint_allowlist=settings.endpoint_allowlist,
-        check_secret_ref=lambda ref, version: validate_secret_version(store.parse(ref), version),
+        check_secret_ref=store.check,
     )
     options = ImportOptions(
         owner_project=request.owner_project,

@@ -149,11 +149,15 @@ def _registry_block(bucket: ExportedBucket) -> dict[str, Any]:
         "status": values["status"],
         "labels": dict(values["labels"] or {}),
     }
+    # GS_BUCKETS entries carry only a region at Fence's level: the rest stays in the block.
+    fence_level = (
+        _FENCE_LEVEL_FIELDS if Provider(values["provider"]).speaks_s3 else {"name", "region"}
+    )
     for key in BUCKET_FIELDS:
-        if key in block or key in _FENCE_LEVEL_FIELDS:
+        if key in block or key in fence_level:
             continue
         value = values[key]
-        if value is not None and value is not False:
+        if value is not None and value is not False and value != []:
             block[key] = value
     if bucket.prefixes:
         block["prefixes"] = list(bucket.prefixes)

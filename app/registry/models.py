@@ -90,6 +90,9 @@ class Bucket(SQLModel, table=True):
     validation: dict[str, Any] | None = Field(
         default=None, sa_column=sa.Column(sa.JSON, nullable=True)
     )
+    billing_projects: list[str] = Field(
+        default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False, default=list)
+    )
     version: int = 1
     created_at: datetime = Field(default_factory=utcnow, sa_column=_tz_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_tz_column())

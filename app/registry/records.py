@@ -32,6 +32,7 @@ BUCKET_FIELDS: tuple[str, ...] = (
     "credential_vending",
     "sts_endpoint",
     "max_credential_ttl",
+    "billing_projects",
 )
 
 # Self-service fields: stored, shown and audited with the others, but kept out of
@@ -127,6 +128,8 @@ class BucketRecord:
     credential_vending: bool = False
     sts_endpoint: str | None = None
     max_credential_ttl: int | None = None
+    # gcp: projects a caller may name as ``user_project`` (besides the configured default).
+    billing_projects: tuple[str, ...] = ()
     bindings: tuple[BindingRecord, ...] = field(default=())
 
     @classmethod
@@ -147,6 +150,7 @@ class BucketRecord:
         fields["auth_mode"] = AuthMode(fields["auth_mode"])
         fields["status"] = BucketStatus(fields["status"])
         fields["labels"] = dict(fields["labels"] or {})
+        fields["billing_projects"] = tuple(fields["billing_projects"] or ())
         return cls(
             id=id,
             version=version,

@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, model_
 from app.registry.records import AuthMode, BucketStatus, Provider
 
 _NAME = Field(min_length=1, max_length=255)
+BILLING_PROJECTS = (
+    "gcp only: projects a caller may bill through user_project (at most 32 project ids);"
+    " empty: only the configured default billing project"
+)
 
 
 class StrictModel(BaseModel):
@@ -53,6 +57,7 @@ class BucketCreate(StrictModel):
         " project member (bucket_register) registers it. owner_project defaults to its last"
         " segment",
     )
+    billing_projects: list[str] = Field(default_factory=list, description=BILLING_PROJECTS)
 
 
 class BucketUpdate(StrictModel):
@@ -77,6 +82,7 @@ class BucketUpdate(StrictModel):
     sts_endpoint: str | None = Field(default=None, max_length=2048)
     max_credential_ttl: int | None = Field(default=None, ge=900, le=43200)
     project_resource: str | None = Field(default=None, min_length=1, max_length=1024)
+    billing_projects: list[str] | None = Field(default=None, description=BILLING_PROJECTS)
 
     @model_validator(mode="after")
     def _required_fields_cannot_be_cleared(self) -> BucketUpdate:
@@ -95,6 +101,7 @@ _NOT_CLEARABLE = (
     "is_default_upload",
     "requester_pays",
     "credential_vending",
+    "billing_projects",
 )
 
 

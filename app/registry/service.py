@@ -225,6 +225,11 @@ class RegistryService:
             by_project.get(owner_project) if owner_project in by_project else by_project.get(None)
         )
 
+    async def bucket_names(self) -> frozenset[str]:
+        """Every registered bucket name, whatever its status, in one query."""
+        async with self.db.transaction() as session:
+            return frozenset((await session.execute(select(Bucket.name))).scalars())
+
     async def count_buckets(self) -> int:
         async with self.db.transaction() as session:
             return int(

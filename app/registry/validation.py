@@ -27,6 +27,10 @@ _S3_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 _RELAXED_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
 _GCS_COMPONENT_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 
+MAX_BILLING_PROJECTS = 32
+# Google Cloud project ids; the same rule as a request's ``user_project``.
+GCP_PROJECT_ID_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+
 MAX_RESOURCE_PATH = 1024
 # Characters a resource path segment may hold. Arborist would store more (it escapes almost
 # everything), but not a space, which its escaping turns into a '+' that ltree refuses.
@@ -139,6 +143,24 @@ def validate_labels(labels: Mapping[str, Any]) -> dict[str, str]:
             )
         clean[key] = value
     return clean
+
+
+def validate_billing_projects(projects: object, provider: Provider) -> list[str]:
+    """The allow-list of projects callers may bill (``user_project``), duplicates dropped."""
+    if not isinstance(projects, list | tuple) or not all(isinstance(p, str) for p in projects):
+        raise InvalidInput("billing_projects: must be a list of project ids")
+    if projects and provider is not Provider.GCP:
+        raise InvalidInput("billing_projects: only used by gcp buckets")
+    unique = list(dict.fromkeys(projects))
+    if len(unique) > MAX_BILLING_PROJECTS:
+        raise InvalidInput(f"billing_projects: at most {MAX_BILLING_PROJECTS} projects")
+    for project in unique:
+        if not GCP_PROJECT_ID_RE.match(project):
+            raise InvalidInput(
+                f"billing_projects: {project[:80]!r} is not a project id (6-30 lowercase letters,"
+                " digits or '-', starting with a letter, not ending with '-')"
+            )
+    return unique
 
 
 def resource_path_problem(path: object) -> str | None:
@@ -276,6 +298,9 @@ def validate_bucket_spec(spec: dict[str, Any], allowlist: Iterable[str]) -> dict
         )
     if spec.get("pending_external_id") is not None and auth_mode is not AuthMode.ROLE:
         raise InvalidInput("pending_external_id: only used when auth_mode is role")
+    spec["billing_projects"] = validate_billing_projects(
+        spec.get("billing_projects") or [], provider
+    )
     return spec
 
 

@@ -1,4 +1,10 @@
-"""JSON files on local disk (``file:///abs/path.json``), for local and development setups only.
+"""JSON files under one directory (``file:///root/.../name.json``): Kubernetes Secrets mount mode.
+
+The backend exists only when a root is configured — ``BUCKET_REGISTRY_FILE_SECRETS_DIR``,
+where the chart mounts the named Secrets, or development mode's own secrets directory. A
+reference must resolve, symlinks followed, inside that root; anything else is refused before a
+byte is read. Admins choose references, so what they learn from an error is kept to "usable or
+not": never whether a path exists, what kind of file it is, or which keys it holds.
 
 Files are not versioned: a pinned version is refused rather than silently ignored, so a
 ``secret_version`` copied from another backend cannot look as if it took effect.
@@ -9,26 +15,59 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from app.errors import SecretNotFound, SecretUnavailable
+from app.errors import InvalidInput, SecretNotFound, SecretUnavailable
 from app.secrets.base import SecretPayload, SecretRef, StagedSecret, payload_from_json
+
+log = logging.getLogger(__name__)
+
+# A service-account key is a few KiB; nothing a bucket needs comes near this.
+MAX_FILE_BYTES = 256 * 1024
+
+OUTSIDE_ROOT = "file:// secrets must lie inside the file secrets directory"
+
+
+def confined_path(root: Path, location: str) -> Path:
+    """``location`` with every symlink resolved, if that lies inside ``root``.
+
+    Raises ``InvalidInput`` with one message for every way out (a path elsewhere, ``..``, a
+    symlink pointing outside, a loop), so the answer says nothing about what exists there.
+    """
+    path = Path(location)
+    if not path.is_absolute() or ".." in path.parts:
+        raise InvalidInput(OUTSIDE_ROOT)
+    try:
+        real_root = root.resolve()
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        raise InvalidInput(OUTSIDE_ROOT) from None
+    if resolved == real_root or not resolved.is_relative_to(real_root):
+        raise InvalidInput(OUTSIDE_ROOT)
+    return resolved
 
 
 class FileSecretResolver:
-    """Reads and writes payloads as JSON objects in files.
+    """Reads and writes payloads as JSON objects in files under ``root``.
 
-    When ``root`` is set, every path must resolve (symlinks followed) inside it. Disk I/O runs
-    in a worker thread; writes replace the file atomically and leave it readable by its owner
-    only (mode 0600).
+    Disk I/O runs in a worker thread. Reads take regular files only, at most
+    ``MAX_FILE_BYTES``, without following a symlink swapped in after the path was resolved;
+    writes replace the file atomically and leave it readable by its owner only (mode 0600).
     """
 
-    def __init__(self, *, root: Path | None = None) -> None:
-        self._root = root
+    def __init__(self, *, root: Path) -> None:
+        self.root = root
+
+    def check(self, ref: SecretRef) -> None:
+        """Registration-time check: ``InvalidInput`` unless ``ref`` is confined to the root.
+        Nothing is opened or read."""
+        confined_path(self.root, ref.location)
 
     async def get(self, ref: SecretRef, version: str | None) -> SecretPayload:
         if version is not None:
@@ -37,19 +76,26 @@ class FileSecretResolver:
             )
         try:
             data = await asyncio.to_thread(self._read, ref)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+            return payload_from_json(data, ref, None)
+        except (InvalidInput, SecretNotFound, OSError, ValueError) as exc:
+            # The detail is for the operator's log; callers (admins included) learn only that
+            # the reference is not usable.
+            log.info(
+                "file secret not usable",
+                extra={"secret_ref": ref.raw, "reason": _reason(exc)},
+            )
             raise SecretNotFound(
-                f"secret {ref.raw} not found or not readable ({type(exc).__name__})"
+                f"secret {ref.raw} is not usable: it must be a readable JSON object of strings"
+                " inside the file secrets directory"
             ) from None
-        except OSError as exc:
-            raise SecretUnavailable(f"cannot read {ref.raw} ({type(exc).__name__})") from None
-        return payload_from_json(data, ref, None)
 
     async def put(self, ref: SecretRef, payload: Mapping[str, str]) -> str | None:
         """Write ``payload`` to the file, replacing it atomically; files have no version id."""
         data = json.dumps(dict(payload), indent=2, sort_keys=True).encode()
         try:
             await asyncio.to_thread(self._write, ref, data)
+        except InvalidInput:
+            raise
         except OSError as exc:
             raise SecretUnavailable(f"cannot write {ref.raw} ({type(exc).__name__})") from None
         return None
@@ -88,27 +134,26 @@ class FileSecretResolver:
     def _remove(self, paths: list[Path]) -> None:
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
-                self._path(SecretRef("file", str(path), f"file://{path}")).unlink()
+                confined_path(self.root, str(path)).unlink()
 
     async def aclose(self) -> None:
         return None
 
-    def _path(self, ref: SecretRef) -> Path:
-        path = Path(ref.location)
-        if not path.is_absolute():
-            raise SecretNotFound(f"secret {ref.raw} must name an absolute path")
-        if self._root is not None:
-            resolved = path.resolve()
-            if not resolved.is_relative_to(self._root.resolve()):
-                raise SecretNotFound(f"secret {ref.raw} is outside the file secrets directory")
-            return resolved
-        return path
-
     def _read(self, ref: SecretRef) -> bytes:
-        return self._path(ref).read_bytes()
+        path = confined_path(self.root, ref.location)
+        # O_NOFOLLOW: the resolved path has no symlink left, so one appearing now is a swap.
+        # O_NONBLOCK: a FIFO must not hang the worker thread.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ValueError("not a regular file")
+            data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
+        return data
 
     def _write(self, ref: SecretRef, data: bytes) -> None:
-        path = self._path(ref)
+        path = confined_path(self.root, ref.location)
         path.parent.mkdir(parents=True, exist_ok=True)
         # mkstemp creates the file 0600 in the target directory, so the payload is never
         # readable by others, even before the rename.
@@ -123,3 +168,11 @@ class FileSecretResolver:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, InvalidInput | SecretNotFound):
+        return exc.message
+    if isinstance(exc, OSError):
+        return type(exc).__name__
+    return str(exc)

@@ -54,9 +54,22 @@ DEFAULT_FACTORIES: Mapping[str, ResolverFactory] = MappingProxyType(
             jwt_path=settings.kubernetes_token_path,
         ),
         K8S: lambda settings: KubernetesSecretResolver(),
-        FILE: lambda settings: FileSecretResolver(root=settings.file_secrets_dir),
+        FILE: lambda settings: _file_resolver(settings),
     }
 )
+
+FILE_SECRETS_DISABLED = (
+    "file:// secrets are not enabled here: they need development mode or"
+    " BUCKET_REGISTRY_FILE_SECRETS_DIR (the directory where the Secrets are mounted)"
+)
+
+
+def _file_resolver(settings: Settings) -> FileSecretResolver:
+    # Without a root there is no file backend at all: an admin must never be able to make
+    # the registry sign with whatever key file happens to be on the pod.
+    if settings.file_secrets_dir is None:
+        raise SecretNotFound(FILE_SECRETS_DISABLED)
+    return FileSecretResolver(root=settings.file_secrets_dir)
 
 
 @dataclass(slots=True)
@@ -131,6 +144,21 @@ class SecretStore:
     def parse(self, raw_ref: str) -> SecretRef:
         """``parse_secret_ref`` with this store's default backend (raises ``InvalidInput``)."""
         return parse_secret_ref(raw_ref, self._default_backend)
+
+    def check(self, raw_ref: str, version: str | None) -> None:
+        """Registration-time check of a reference and its pin; ``InvalidInput`` if unusable.
+
+        Beyond the form (``parse``, ``validate_secret_version``), a ``file://`` reference
+        needs the file backend to exist and must stay inside its directory. Nothing is read.
+        """
+        ref = self.parse(raw_ref)
+        validate_secret_version(ref, version)
+        if ref.scheme == FILE:
+            if FILE not in self._backends and self._settings.file_secrets_dir is None:
+                raise InvalidInput(FILE_SECRETS_DISABLED)
+            backend = self._backend(FILE)
+            if isinstance(backend, FileSecretResolver):
+                backend.check(ref)
 
     async def get(self, raw_ref: str, version: str | None = None) -> SecretPayload:
         """The payload for ``raw_ref`` at ``version`` (None: current).

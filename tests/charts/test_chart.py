@@ -149,6 +149,7 @@ EVERYTHING = merged(
             "gcp": {"project": "my-project"},
             "aws": {"endpointUrl": "https://sts.us-east-1.amazonaws.com"},
             "k8s": {"rbac": {"namespaces": ["gen3", "bucket-secrets"], "resourceNames": ["s1"]}},
+            "file": {"secrets": ["bucket-keys"]},
         },
         "fenceConfig": {"existingSecret": "", "existingConfigMap": "manifest-fence"},
         "endpointAllowlist": ["minio.storage.svc", "10.0.0.0/8"],
@@ -494,6 +495,8 @@ def test_revproxy_snippet_publishes_admin_paths_only() -> None:
     for word in ("presign", "resolve", "multipart"):
         assert word not in code
     assert "proxy_pass $upstream;" in code
+    # Admin bodies are refused by nginx past the registry's own 64 KiB limit.
+    assert "client_max_body_size 64k;" in code
     assert "set $upstream http://bucket-registry-service$des_domain;" in code
 
 
@@ -641,7 +644,56 @@ def test_configmap_env(default_docs: list[Manifest]) -> None:
         "BUCKET_REGISTRY_DATA_SCOPES": '["openid","data"]',
         "BUCKET_REGISTRY_ADMIN_SCOPES": '["openid"]',
         "BUCKET_REGISTRY_LEGACY_AUTHZ_ENABLED": "true",
+        "BUCKET_REGISTRY_LIMIT_CONCURRENCY": "256",
     }
+
+
+def test_concurrency_limit_can_be_lifted() -> None:
+    docs = render({"limitConcurrency": None})
+    assert "BUCKET_REGISTRY_LIMIT_CONCURRENCY" not in settings(docs)
+    with pytest.raises(Exception, match="limitConcurrency"):
+        render({"limitConcurrency": 0})
+
+
+# --- file:// secrets: Kubernetes Secrets mount mode ---------------------------------------
+
+MOUNT = "/var/run/secrets/bucket-registry"
+
+
+def test_file_secrets_are_mounted_read_only_under_the_secrets_dir() -> None:
+    docs = render(
+        merged(
+            production_values(),
+            {"secretsBackend": {"file": {"secrets": ["bucket-keys", "gcs-keys"]}}},
+        )
+    )
+    assert settings(docs)["BUCKET_REGISTRY_FILE_SECRETS_DIR"] == MOUNT
+    api = one(docs, "Deployment")["spec"]["template"]["spec"]
+    drift = one(docs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    for pod in (api, drift):
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        for index, name in enumerate(["bucket-keys", "gcs-keys"]):
+            volume = volumes[f"file-secret-{index}"]
+            assert volume["secret"] == {"secretName": name, "defaultMode": 0o440}
+            assert mounts[f"file-secret-{index}"] == {
+                "name": f"file-secret-{index}",
+                "mountPath": f"{MOUNT}/{name}",
+                "readOnly": True,
+            }
+    migration = one(docs, "Job", "migrate")["spec"]["template"]["spec"]
+    assert not any(v["name"].startswith("file-secret") for v in migration.get("volumes", []))
+
+
+def test_no_file_backend_unless_asked(default_docs: list[Manifest]) -> None:
+    assert "BUCKET_REGISTRY_FILE_SECRETS_DIR" not in settings(default_docs)
+    pod = one(default_docs, "Deployment")["spec"]["template"]["spec"]
+    assert not any(v["name"].startswith("file-secret") for v in pod["volumes"])
+    # type file alone names the directory (Secrets mounted by other means, extraVolumes).
+    docs = render({"secretsBackend": {"type": "file"}})
+    assert settings(docs)["BUCKET_REGISTRY_FILE_SECRETS_DIR"] == MOUNT
+    with pytest.raises(Exception, match="secrets"):
+        render({"secretsBackend": {"file": {"secrets": ["Not_A_Name"]}}})
 
 
 def test_every_configmap_setting_is_one_the_service_reads() -> None:

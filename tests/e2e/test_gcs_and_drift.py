@@ -50,6 +50,7 @@ async def test_gcp_bucket_with_a_key_in_a_secret(make_flow, moto, google) -> Non
             "auth_mode": "static",
             "secret_ref": "aws-sm://gen3/bucket-registry/gcs-abc",
             "data_upload_allowed": True,
+            "billing_projects": ["lab-billing-01"],
         },
         None,
         ALL_OPS,

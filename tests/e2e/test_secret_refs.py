@@ -31,6 +31,8 @@ async def test_data_path_errors_never_name_the_secret(make_flow, moto, gateway, 
         vault_addr="http://127.0.0.1:1",
         gcp_secret_manager_endpoint="http://127.0.0.1:1",
         kubernetes_token_path="/nonexistent/token",
+        # file:// refs exist only under a secrets directory; this one holds no such file.
+        file_secrets_dir="/etc/hidden-dir",
     )
     boto(moto, "s3").create_bucket(Bucket="broken-secret")
     body = {

@@ -31,6 +31,7 @@ COMPARED = (
     "data_upload_allowed",
     "is_default_upload",
     "requester_pays",
+    "billing_projects",
 )
 
 
@@ -66,7 +67,7 @@ async def registrations(database_url: str) -> dict[str, Any]:
 
 async def add_admin_extras(settings: Settings) -> None:
     """Registrations no Fence file describes: a per-project default, a prefix binding, a
-    workload-identity bucket, a pinned secret version."""
+    workload-identity bucket, a pinned secret version, a gcp bucket with billing projects."""
     db = Database(settings)
     registry = RegistryService(db)
     admin = Actor("admin")
@@ -105,6 +106,17 @@ async def add_admin_extras(settings: Settings) -> None:
             ),
             admin,
         )
+        await registry.create_bucket(
+            BucketCreate(
+                name="gcs-billed",
+                provider="gcp",
+                auth_mode="workload_identity",
+                service_account=GCP_SIGNER,
+                requester_pays=True,
+                billing_projects=["lab-billing-01", "lab-billing-02"],
+            ),
+            admin,
+        )
     finally:
         await db.dispose()
 
@@ -137,11 +149,12 @@ async def test_export_round_trips_to_the_same_registrations(
     path = tmp_path / "exported.yaml"
     path.write_text(exported)
     out = await imported(settings, path, write_secrets=True)
-    assert "0 to create, 0 to update, 11 unchanged" in out
+    assert "0 to create, 0 to update, 12 unchanged" in out
     # ... and into an empty one rebuilds the same registrations.
     await postgres.truncate()
     await imported(settings, path)
     assert await registrations(pg_url) == original
+    assert original["gcs-billed"]["billing_projects"] == ["lab-billing-01", "lab-billing-02"]
 
 
 async def test_json_export_holds_references_never_secrets(

@@ -151,3 +151,40 @@ async def test_0004_adds_the_self_service_columns_and_downgrades(database_at_000
     run_in_thread(command.downgrade, alembic_config(database_at_0002), "0002")
     assert await _rows(database_at_0002) == {"before-self-service": (False, False)}
     run_in_thread(migrate, database_at_0002)
+
+
+async def _billing(url: str) -> dict[str, object]:
+    engine = create_async_engine(url)
+    async with engine.connect() as connection:
+        result = await connection.execute(sa.text("SELECT name, billing_projects FROM bucket"))
+        rows = {
+            name: json.loads(value) if isinstance(value, str) else value for name, value in result
+        }
+    await engine.dispose()
+    return rows
+
+
+async def test_0003_gives_existing_buckets_an_empty_billing_allow_list_and_goes_back(
+    database_at_0002: str,
+) -> None:
+    from alembic import command
+    from app.db import alembic_config
+
+    await _insert(database_at_0002, "before", False, [READ])
+
+    run_in_thread(migrate, database_at_0002)
+    assert await _billing(database_at_0002) == {"before": []}
+
+    engine = create_async_engine(database_at_0002)
+    async with engine.begin() as connection:
+        await connection.execute(
+            sa.text("UPDATE bucket SET billing_projects = :projects WHERE name = 'before'"),
+            {"projects": json.dumps(["lab-billing-01"])},
+        )
+    await engine.dispose()
+    assert await _billing(database_at_0002) == {"before": ["lab-billing-01"]}
+
+    run_in_thread(command.downgrade, alembic_config(database_at_0002), "0002")
+    assert await _rows(database_at_0002) == {"before": (False, False)}
+    run_in_thread(migrate, database_at_0002)
+    assert await _billing(database_at_0002) == {"before": []}

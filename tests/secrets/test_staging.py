@@ -26,8 +26,12 @@ NEW = {"access_key_id": "AKIANEW", "secret_access_key": "new-secret"}
 BAD = {"access_key_id": "AKIABAD", "secret_access_key": "bad-secret"}
 
 
-def _store(**factories: Callable[[Settings], Any]) -> SecretStore:
-    settings = Settings(secrets_backend="aws_sm", secret_cache_ttl=0)
+def _store(
+    file_secrets_dir: Path | None = None, **factories: Callable[[Settings], Any]
+) -> SecretStore:
+    settings = Settings(
+        secrets_backend="aws_sm", secret_cache_ttl=0, file_secrets_dir=file_secrets_dir
+    )
     return SecretStore(settings, factories={**DEFAULT_FACTORIES, **factories})
 
 
@@ -102,7 +106,8 @@ async def test_vault_kv2_versions(vault_stub: VaultStub, tmp_path: Path) -> None
 
 
 async def test_files_get_one_file_per_version(tmp_path: Path) -> None:
-    store = _store()
+    # File secrets live under a configured directory (the Kubernetes Secrets mount mode).
+    store = _store(tmp_path)
     try:
         owned = OwnedSecrets(None, default_backend="file", file_dir=tmp_path).ref_for(
             "/programs/P/projects/X", "b1"

@@ -160,7 +160,7 @@ async def test_not_found_is_never_masked_by_a_stale_value(
     path.unlink()
 
     clock.advance(15)  # expired but within the grace period
-    with pytest.raises(SecretNotFound, match="FileNotFoundError"):
+    with pytest.raises(SecretNotFound, match="is not usable"):
         await store.get(raw)
     assert store.cache.stats.stale_served == 0
     assert store.backend_stats["file"].not_found == 1

@@ -178,6 +178,18 @@ false
 {{- end }}
 {{- end }}
 
+{{/*
+Kubernetes Secrets mount mode for file:// secrets: on when Secrets are listed or the
+default backend is file.
+*/}}
+{{- define "bucket-registry.fileSecretsEnabled" -}}
+{{- if or (eq .Values.secretsBackend.type "file") .Values.secretsBackend.file.secrets -}}
+true
+{{- else -}}
+false
+{{- end }}
+{{- end }}
+
 {{- define "bucket-registry.fenceConfigEnabled" -}}
 {{- if and .Values.fenceConfig.existingSecret .Values.fenceConfig.existingConfigMap }}
 {{- fail "fenceConfig: set existingSecret or existingConfigMap, not both" }}
@@ -218,6 +230,13 @@ so only they get Fence's config (which may hold keys) mounted.
         path: fence-config.yaml
 {{- end }}
 {{- end }}
+{{- range $i, $name := $v.secretsBackend.file.secrets }}
+- name: file-secret-{{ $i }}
+  secret:
+    secretName: {{ $name }}
+    # Owner and group (fsGroup) read only.
+    defaultMode: 0440
+{{- end }}
 {{- with $v.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
@@ -230,6 +249,11 @@ so only they get Fence's config (which may hold keys) mounted.
 {{- if and .fenceConfig (eq (include "bucket-registry.fenceConfigEnabled" .ctx) "true") }}
 - name: fence-config
   mountPath: {{ $v.fenceConfig.mountPath }}
+  readOnly: true
+{{- end }}
+{{- range $i, $name := $v.secretsBackend.file.secrets }}
+- name: file-secret-{{ $i }}
+  mountPath: {{ printf "%s/%s" (trimSuffix "/" $v.secretsBackend.file.mountPath) $name }}
   readOnly: true
 {{- end }}
 {{- with $v.extraVolumeMounts }}
