@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import tempfile
@@ -12,9 +11,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from hashlib import sha256
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import botocore
 import botocore.session
@@ -23,7 +21,6 @@ from aiobotocore.session import AioSession
 from botocore.auth import SIGV4_TIMESTAMP, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.cache import AsyncCache
@@ -33,6 +30,7 @@ from app.netguard import DestinationRefused, GuardedResolver, NetGuard, refusal_
 from app.registry.records import AuthMode, BucketRecord
 from app.storage.base import BucketSigner, PresignedRequest, as_utc, lifetime_within, utcnow
 from app.storage.credentials import SecretSource, SigningCredentials, static_secret
+from app.storage.sigv4 import SigV4QuerySigner, quote_key
 from app.storage.sts import StsSessions
 
 log = logging.getLogger(__name__)
@@ -94,35 +92,6 @@ class S3ClientOptions:
         }
 
 
-class _QueryAuth(S3SigV4QueryAuth):
-    """botocore's S3 query signer with the signing time passed in and the day's key reused.
-
-    The time is an argument so one clock decides both X-Amz-Date and ``expires_at``; the
-    derived key depends only on (secret, day, region, service), so deriving it once per day
-    saves four HMACs per URL.
-    """
-
-    def __init__(
-        self,
-        credentials: ReadOnlyCredentials,
-        region: str,
-        expires: int,
-        key_for_day: Callable[[str], bytes],
-    ) -> None:
-        super().__init__(credentials, "s3", region, expires=expires)
-        self._key_for_day = key_for_day
-
-    def sign_at(self, request: AWSRequest, timestamp: str) -> None:
-        request.context["timestamp"] = timestamp
-        self._modify_request_before_signing(request)
-        string_to_sign = self.string_to_sign(request, self.canonical_request(request))
-        self._inject_signature_to_request(request, self.signature(string_to_sign, request))
-
-    def signature(self, string_to_sign: str, request: AWSRequest) -> str:
-        key = self._key_for_day(request.context["timestamp"][:8])
-        return hmac.new(key, string_to_sign.encode("utf-8"), sha256).hexdigest()
-
-
 class S3BucketSigner:
     """A ``BucketSigner`` for one S3-speaking bucket and one set of credentials."""
 
@@ -148,12 +117,17 @@ class S3BucketSigner:
         self.client_options = client_options
         self._session = session
         self._now = clock or utcnow
-        self._botocore_credentials = ReadOnlyCredentials(
-            credentials.access_key_id, credentials.secret_access_key, credentials.session_token
+        self._sigv4 = SigV4QuerySigner(
+            layout.base_url,
+            layout.host,
+            access_key_id=credentials.access_key_id,
+            secret_access_key=credentials.secret_access_key,
+            session_token=credentials.session_token,
+            region=layout.signing_region,
         )
-        self._headers = {"host": layout.host}
-        self._day = ""
-        self._day_key = b""
+        # X-Amz-Date changes once a second; formatting it is dearer than the comparison.
+        self._stamped_at: datetime | None = None
+        self._stamp = ""
         self._client: Any = None
         self._client_lock = asyncio.Lock()
         self._exit_stack = AsyncExitStack()
@@ -194,18 +168,11 @@ class S3BucketSigner:
         now = self._now()
         expires_in = lifetime_within(expires_in, self.credentials.expires_at, now)
         signed_at = now.replace(microsecond=0)
-        request = AWSRequest(
-            method=method,
-            url=self.layout.base_url + quote(key.encode("utf-8"), safe="/~"),
-            headers=self._headers,
-            params=dict(params) if params else None,
-        )
-        auth = _QueryAuth(
-            self._botocore_credentials, self.layout.signing_region, expires_in, self._signing_key
-        )
-        auth.sign_at(request, signed_at.strftime(SIGV4_TIMESTAMP))
+        if signed_at != self._stamped_at:
+            self._stamped_at, self._stamp = signed_at, signed_at.strftime(SIGV4_TIMESTAMP)
+        url = self._sigv4.sign(method, quote_key(key), self._stamp, expires_in, params)
         return PresignedRequest(
-            url=request.url,
+            url=url,
             method=method,
             expires_at=signed_at + timedelta(seconds=expires_in),
         )
@@ -220,16 +187,6 @@ class S3BucketSigner:
         # Model order, as botocore writes it; the signature covers the sorted query anyway.
         params = {"partNumber": str(part_number), "uploadId": upload_id}
         return self.presign(key, "PUT", expires_in, params=params)
-
-    def _signing_key(self, day: str) -> bytes:
-        if day != self._day:
-            key = hmac.new(
-                f"AWS4{self.credentials.secret_access_key}".encode(), day.encode(), sha256
-            ).digest()
-            for part in (self.layout.signing_region, "s3", "aws4_request"):
-                key = hmac.new(key, part.encode(), sha256).digest()
-            self._day, self._day_key = day, key
-        return self._day_key
 
     # -- calls to the store --------------------------------------------------------------------
 
