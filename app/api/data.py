@@ -11,6 +11,7 @@ from app.access.delegation import Delegation
 from app.api.delegation import requester_for
 from app.api.deps import BEARER_SECURITY, TrustedOrUserCallerDep
 from app.api.errors import documented_errors
+from app.api.routing import DataPathRoute
 from app.api.schemas import (
     MultipartAbort,
     MultipartComplete,
@@ -35,7 +36,7 @@ _ERRORS = documented_errors(
     }
 )
 
-router = APIRouter(tags=["data"], responses=_ERRORS)
+router = APIRouter(tags=["data"], responses=_ERRORS, route_class=DataPathRoute)
 
 
 def url_json(signed: PresignedRequest) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from app.api.data import url_json
 from app.api.delegation import requester_for
 from app.api.deps import BEARER_SECURITY, TrustedOrUserCaller, TrustedOrUserCallerDep
 from app.api.errors import documented_errors
+from app.api.routing import DataPathRoute
 from app.api.schemas import (
     FenceBuckets,
     ObjectsDelete,
@@ -30,7 +31,7 @@ from app.api.schemas import (
 from app.errors import InvalidInput, RegistryError
 from app.registry.records import Op
 
-router = APIRouter(tags=["fence"])
+router = APIRouter(tags=["fence"], route_class=DataPathRoute)
 
 
 @router.get(
