@@ -64,6 +64,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._request_series: dict[tuple[str, str, int], Any] = {}
         self.presigns = Counter(
             "bucket_registry_presign_decisions_total",
             "Data-path decisions by provider, operation and outcome",
@@ -103,7 +104,13 @@ class Metrics:
         self._stats.counters[name] = (text, labels or [], read)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).observe(seconds)
+        # One series per (method, route template, status), as before; resolving the labels
+        # once per series rather than once per request.
+        key = (method, route, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = self.requests.labels(method, route, str(status))
+        series.observe(seconds)
 
     def observe_dependency(self, dependency: str, seconds: float, ok: bool) -> None:
         self.dependency_latency.labels(dependency).observe(seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -49,10 +50,18 @@ def url_json(signed: PresignedRequest) -> dict[str, Any]:
     }
 
 
+class FastJSONResponse(JSONResponse):
+    """The same bytes as ``JSONResponse`` (compact, UTF-8) for the data path's answers (strings,
+    booleans, integers, null), serialised by orjson."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def _url(signed: PresignedRequest) -> JSONResponse:
     # Built directly in the documented PresignedUrl shape: skipping response-model validation
     # matters on the path Fence calls for every download and upload.
-    return JSONResponse(url_json(signed))
+    return FastJSONResponse(url_json(signed))
 
 
 @router.post(

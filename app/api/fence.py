@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from app.access.delegation import Delegation
 from app.access.fence_buckets import fence_buckets
 from app.access.service import PresignItem, Requester
-from app.api.data import url_json
+from app.api.data import FastJSONResponse, url_json
 from app.api.delegation import requester_for
 from app.api.deps import BEARER_SECURITY, TrustedOrUserCaller, TrustedOrUserCallerDep
 from app.api.errors import documented_errors
@@ -104,7 +104,7 @@ async def presign_batch(body: PresignBatch, caller: TrustedOrUserCallerDep) -> J
             )
         else:
             results.append(url_json(outcome))
-    return JSONResponse({"results": results})
+    return FastJSONResponse({"results": results})
 
 
 @router.post(
