@@ -20,6 +20,7 @@ from app.api.schemas import (
     MultipartPartRequest,
     MultipartStarted,
     Ok,
+    PresignedParts,
     PresignedUrl,
     PresignRequest,
 )
@@ -101,18 +102,37 @@ async def multipart_init(body: MultipartInit, caller: TrustedOrUserCallerDep) ->
 
 @router.post(
     "/multipart/presign",
-    response_model=PresignedUrl,
-    summary="Sign one part's upload URL",
+    response_model=PresignedUrl | PresignedParts,
+    summary="Sign one part's upload URL, or up to 10,000 parts' in one call",
     openapi_extra=BEARER_SECURITY,
 )
 async def multipart_presign(
     body: MultipartPartRequest, caller: TrustedOrUserCallerDep
 ) -> JSONResponse:
     requester = await requester_for(caller.services, caller.caller, body)
-    signed = await caller.services.access.multipart_presign(
-        requester, body.bucket, body.key, body.upload_id, body.part_number, body.expires_in
+    if body.part_numbers is None:
+        assert body.part_number is not None  # the model requires exactly one
+        signed = await caller.services.access.multipart_presign(
+            requester, body.bucket, body.key, body.upload_id, body.part_number, body.expires_in
+        )
+        return _url(signed)
+    urls = await caller.services.access.multipart_presign_parts(
+        requester, body.bucket, body.key, body.upload_id, body.part_numbers, body.expires_in
     )
-    return _url(signed)
+    first = urls[0]
+    # A long list may straddle a second: the answer promises the earliest expiry of all.
+    expires_at = min((signed.expires_at for signed in urls if signed.expires_at), default=None)
+    return FastJSONResponse(
+        {
+            "parts": [
+                {"part_number": number, "url": signed.url}
+                for number, signed in zip(body.part_numbers, urls, strict=True)
+            ],
+            "method": first.method,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+            "headers": first.headers,
+        }
+    )
 
 
 @router.post(
