@@ -153,7 +153,7 @@ class Services:
                 directory,
                 authorizer,
                 storage,
-                count=lambda *labels: metrics.presigns.labels(*labels).inc(),
+                count=metrics.count_decision,
             ),
             # The probe sends requests to admin-chosen endpoints: its own client, guarded.
             probe=BucketProbe(

@@ -65,6 +65,7 @@ class Metrics:
             registry=self.registry,
         )
         self._request_series: dict[tuple[str, str, int], Any] = {}
+        self._decision_series: dict[tuple[str, str, str], Any] = {}
         self.presigns = Counter(
             "bucket_registry_presign_decisions_total",
             "Data-path decisions by provider, operation and outcome",
@@ -111,6 +112,13 @@ class Metrics:
         if series is None:
             series = self._request_series[key] = self.requests.labels(method, route, str(status))
         series.observe(seconds)
+
+    def count_decision(self, provider: str, op: str, decision: str) -> None:
+        key = (provider, op, decision)
+        series = self._decision_series.get(key)
+        if series is None:
+            series = self._decision_series[key] = self.presigns.labels(provider, op, decision)
+        series.inc()
 
     def observe_dependency(self, dependency: str, seconds: float, ok: bool) -> None:
         self.dependency_latency.labels(dependency).observe(seconds)
