@@ -17,8 +17,16 @@ def stderr(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
     """What the service writes to stderr once ``configure_logging`` ran in the test."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    # Tools run earlier in the session (import-linter) may configure logging with
+    # disable_existing_loggers; the service's own start-up never does.
+    loggers = [access_log, logging.getLogger("app.other")]
+    disabled = [logger.disabled for logger in loggers]
+    for logger in loggers:
+        logger.disabled = False
     yield lambda: capsys.readouterr().err
     root.handlers, root.level = handlers, level
+    for logger, was in zip(loggers, disabled, strict=True):
+        logger.disabled = was
 
 
 def test_access_line_is_one_json_object_with_the_request_id(stderr: Callable[[], str]) -> None:
