@@ -159,7 +159,7 @@ class Services:
                 directory,
                 authorizer,
                 storage,
-                count=lambda *labels: metrics.presigns.labels(*labels).inc(),
+                count=metrics.count_decision,
                 default_billing_project=settings.gcp_billing_project,
             ),
             probe=probe,

@@ -64,6 +64,8 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._request_series: dict[tuple[str, str, int], Any] = {}
+        self._decision_series: dict[tuple[str, str, str], Any] = {}
         self.presigns = Counter(
             "bucket_registry_presign_decisions_total",
             "Data-path decisions by provider, operation and outcome",
@@ -103,7 +105,20 @@ class Metrics:
         self._stats.counters[name] = (text, labels or [], read)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).observe(seconds)
+        # One series per (method, route template, status), as before; resolving the labels
+        # once per series rather than once per request.
+        key = (method, route, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = self.requests.labels(method, route, str(status))
+        series.observe(seconds)
+
+    def count_decision(self, provider: str, op: str, decision: str) -> None:
+        key = (provider, op, decision)
+        series = self._decision_series.get(key)
+        if series is None:
+            series = self._decision_series[key] = self.presigns.labels(provider, op, decision)
+        series.inc()
 
     def observe_dependency(self, dependency: str, seconds: float, ok: bool) -> None:
         self.dependency_latency.labels(dependency).observe(seconds)

@@ -548,6 +548,25 @@ class AccessService:
                 grant.bucket, key, upload_id, part_number, expires_in
             )
 
+    async def multipart_presign_parts(
+        self,
+        identity: Requester,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_numbers: Sequence[int],
+        expires_in: int | None,
+    ) -> list[PresignedRequest]:
+        """A URL per part of one upload: one decision (and one log line) for all of them."""
+        grant = await self.authorize(
+            identity, bucket, key, Op.MULTIPART, action="multipart_presign"
+        )
+        annotate_request(parts=len(part_numbers))
+        with self._sealed(grant.bucket):
+            return await self.storage.presign_upload_parts(
+                grant.bucket, key, upload_id, part_numbers, expires_in
+            )
+
     async def multipart_complete(
         self,
         identity: Requester,

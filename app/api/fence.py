@@ -15,10 +15,11 @@ from pydantic import ValidationError
 from app.access.delegation import Delegation
 from app.access.fence_buckets import fence_buckets
 from app.access.service import PresignItem, Requester
-from app.api.data import url_json
+from app.api.data import FastJSONResponse, url_json
 from app.api.delegation import requester_for
 from app.api.deps import BEARER_SECURITY, TrustedOrUserCaller, TrustedOrUserCallerDep
 from app.api.errors import documented_errors
+from app.api.routing import DataPathRoute
 from app.api.schemas import (
     FenceBuckets,
     ObjectsDelete,
@@ -30,7 +31,7 @@ from app.api.schemas import (
 from app.errors import InvalidInput, RegistryError
 from app.registry.records import Op
 
-router = APIRouter(tags=["fence"])
+router = APIRouter(tags=["fence"], route_class=DataPathRoute)
 
 
 @router.get(
@@ -103,7 +104,7 @@ async def presign_batch(body: PresignBatch, caller: TrustedOrUserCallerDep) -> J
             )
         else:
             results.append(url_json(outcome))
-    return JSONResponse({"results": results})
+    return FastJSONResponse({"results": results})
 
 
 @router.post(

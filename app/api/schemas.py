@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -204,12 +204,47 @@ class MultipartStarted(BaseModel):
     upload_id: str
 
 
+MAX_PARTS = 10_000
+PartNumber = Annotated[int, Field(ge=1, le=MAX_PARTS)]
+
+
 class MultipartPartRequest(OnBehalf):
+    """Exactly one of ``part_number`` (one URL, the ``PresignedUrl`` answer) or
+    ``part_numbers`` (up to 10,000 distinct parts in one call, the ``PresignedParts`` answer)."""
+
     bucket: str = BucketName
     key: str = ObjectKey
     upload_id: str = UploadId
-    part_number: int = Field(ge=1, le=10_000)
+    part_number: PartNumber | None = None
+    part_numbers: list[PartNumber] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PARTS,
+        description="1-10,000 distinct part numbers, each 1-10,000; instead of part_number",
+    )
     expires_in: int | None = Field(default=None, ge=1, le=10**9)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_parts(self) -> MultipartPartRequest:
+        if (self.part_number is None) == (self.part_numbers is None):
+            raise ValueError("give exactly one of part_number or part_numbers")
+        if self.part_numbers is not None and len(set(self.part_numbers)) != len(self.part_numbers):
+            raise ValueError("part_numbers: each part number may appear only once")
+        return self
+
+
+class PresignedPart(BaseModel):
+    part_number: int
+    url: str
+
+
+class PresignedParts(BaseModel):
+    """One PUT URL per part asked for, in the order asked; all expire together."""
+
+    parts: list[PresignedPart]
+    method: str = "PUT"
+    expires_at: datetime | None
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 class Part(StrictModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -264,6 +264,21 @@ class StorageService:
         lifetime = self.clamp_expires_in(expires_in)
         signer = await self.signer_for(bucket, min_lifetime=lifetime)
         return signer.presign_upload_part(key, upload_id, part_number, lifetime)
+
+    async def presign_upload_parts(
+        self,
+        bucket: BucketRecord,
+        key: str,
+        upload_id: str,
+        part_numbers: Sequence[int],
+        expires_in: int | None = None,
+    ) -> list[PresignedRequest]:
+        """One URL per part, all from one signer: the signer is looked up once per call."""
+        lifetime = self.clamp_expires_in(expires_in)
+        signer = await self.signer_for(bucket, min_lifetime=lifetime)
+        return [
+            signer.presign_upload_part(key, upload_id, number, lifetime) for number in part_numbers
+        ]
 
     async def sign_with(
         self,
