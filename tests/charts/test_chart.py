@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import ipaddress
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,7 +149,7 @@ EVERYTHING = merged(
             "vault": {"addr": "https://vault.vault.svc:8200", "role": "bucket-registry"},
             "gcp": {"project": "my-project"},
             "aws": {"endpointUrl": "https://sts.us-east-1.amazonaws.com"},
-            "k8s": {"rbac": {"namespaces": ["gen3", "bucket-secrets"], "resourceNames": ["s1"]}},
+            "k8s": {"rbac": {"namedSecrets": [{"namespace": "bucket-keys", "names": ["s1"]}]}},
             "file": {"secrets": ["bucket-keys"]},
         },
         "fenceConfig": {"existingSecret": "", "existingConfigMap": "manifest-fence"},
@@ -159,7 +160,10 @@ EVERYTHING = merged(
         "extraEnv": [{"name": "EXTRA", "value": "1"}],
         "extraVolumes": [{"name": "ca", "configMap": {"name": "ca-bundle"}}],
         "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/extra", "readOnly": True}],
-        "netPolicy": {"extraEgress": [{"ports": [{"protocol": "TCP", "port": 9000}]}]},
+        "netPolicy": {
+            "extraEgress": [{"ports": [{"protocol": "TCP", "port": 9000}]}],
+            "egressAllowedCidrs": ["10.30.0.0/16", {"cidr": "192.168.5.0/24", "ports": [9000]}],
+        },
     },
 )
 
@@ -461,6 +465,73 @@ def test_jobs_networkpolicy_selects_job_pods_only(docs: list[Manifest]) -> None:
     assert set(expr["values"]) == {"migrate", "dbcreate", "drift-check"}
 
 
+INWARD = [
+    "169.254.169.254",  # AWS, GCP and Azure metadata
+    "169.254.170.2",  # ECS task metadata
+    "fd00:ec2::254",  # AWS IMDS over IPv6
+    "10.0.0.1",
+    "172.16.5.5",
+    "192.168.1.1",
+    "100.100.100.200",  # Alibaba metadata, shared address space
+    "127.0.0.1",
+    "::1",
+    "fe80::1",
+    "::ffff:169.254.169.254",
+]
+
+
+def _reachable(rule: dict[str, Any], address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    for peer in rule.get("to", []):
+        block = peer.get("ipBlock")
+        if block is None:
+            continue
+        network = ipaddress.ip_network(block["cidr"])
+        if ip.version != network.version or ip not in network:
+            continue
+        if not any(
+            ip in ipaddress.ip_network(cut)
+            for cut in block.get("except", [])
+            if ipaddress.ip_network(cut).version == ip.version
+        ):
+            return True
+    return False
+
+
+def test_egress_never_reaches_metadata_or_private_ranges_unless_allow_listed() -> None:
+    for docs in (render(), render(production_values())):
+        for policy in of_kind(docs, "NetworkPolicy"):
+            for rule in policy["spec"]["egress"]:
+                ports = {p["port"] for p in rule.get("ports", [])}
+                if "to" not in rule:
+                    # Port-only rules: DNS (node-local caches listen on link-local addresses)
+                    # and, without dbSubnets, the database.
+                    assert ports <= {53, 5432}, rule
+                    continue
+                for address in INWARD:
+                    assert not _reachable(rule, address), (address, rule)
+            https = [
+                r
+                for r in policy["spec"]["egress"]
+                if {"protocol": "TCP", "port": 443} in r.get("ports", [])
+            ]
+            assert len(https) == 1 and _reachable(https[0], "52.94.133.131")  # a public AWS API
+            assert _reachable(https[0], "2600:1f18::1")
+
+
+def test_allow_listed_cidrs_get_their_own_egress_rules() -> None:
+    docs = render(EVERYTHING)
+    for policy in of_kind(docs, "NetworkPolicy"):
+        egress = policy["spec"]["egress"]
+        assert {"to": [{"ipBlock": {"cidr": "10.30.0.0/16"}}]} in egress
+        assert {
+            "to": [{"ipBlock": {"cidr": "192.168.5.0/24"}}],
+            "ports": [{"protocol": "TCP", "port": 9000}],
+        } in egress
+    with pytest.raises(Exception, match="egressAllowedCidrs"):
+        render({"netPolicy": {"egressAllowedCidrs": ["not-a-cidr"]}})
+
+
 def test_networkpolicy_can_be_disabled() -> None:
     docs = render({"global": {"netPolicy": {"enabled": False}}})
     assert of_kind(docs, "NetworkPolicy") == []
@@ -604,19 +675,103 @@ def test_workload_identity_annotation_passes_through() -> None:
     assert settings(docs)["BUCKET_REGISTRY_SECRETS_BACKEND"] == "gcp_sm"
 
 
-def test_k8s_backend_gets_read_only_secret_access() -> None:
-    docs = render(EVERYTHING)
-    roles = of_kind(docs, "Role")
-    assert {r["metadata"]["namespace"] for r in roles} == {"gen3", "bucket-secrets"}
-    for role in roles:
-        assert role["rules"] == [
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["s1"]}
+SECRETS_NAMESPACE = f"{NAMESPACE}-bucket-secrets"
+
+
+def secret_rules(docs: list[Manifest]) -> dict[str, list[dict[str, Any]]]:
+    """Rules on Secrets of every Role, by namespace."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for role in of_kind(docs, "Role"):
+        for rule in role["rules"]:
+            if "secrets" in rule["resources"]:
+                found.setdefault(role["metadata"]["namespace"], []).append(rule)
+    return found
+
+
+def test_k8s_backend_owns_a_namespace_for_bucket_secrets() -> None:
+    docs = render({"secretsBackend": {"type": "k8s"}})
+    namespace = named(docs, "Namespace", SECRETS_NAMESPACE)
+    assert namespace["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # May read and (for self-service credentials) create and update Secrets there, and only
+    # there: nothing at all in the release namespace, where Fence's keys live.
+    assert secret_rules(docs) == {
+        SECRETS_NAMESPACE: [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]}
         ]
+    }
     for binding in of_kind(docs, "RoleBinding"):
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "bucket-registry-sa", "namespace": NAMESPACE}
         ]
     assert one(docs, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"]
+
+
+def test_named_secrets_elsewhere_are_get_only_and_by_name() -> None:
+    docs = render(
+        {
+            "secretsBackend": {
+                "type": "k8s",
+                "k8s": {
+                    "rbac": {
+                        "secretsNamespace": {"name": "commons-keys", "create": False},
+                        "namedSecrets": [
+                            {"namespace": NAMESPACE, "names": ["minio-abc", "gcs-abc"]},
+                            {"namespace": "storage", "names": ["archive"]},
+                        ],
+                    }
+                },
+            }
+        }
+    )
+    assert of_kind(docs, "Namespace") == []  # the operator's own, not created
+    rules = secret_rules(docs)
+    assert rules["commons-keys"][0]["verbs"] == ["get", "create", "update"]
+    assert rules[NAMESPACE] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get"],
+            "resourceNames": ["minio-abc", "gcs-abc"],
+        }
+    ]
+    assert rules["storage"][0]["resourceNames"] == ["archive"]
+
+    only_named = render(
+        {
+            "secretsBackend": {
+                "k8s": {
+                    "rbac": {
+                        "create": True,
+                        "secretsNamespace": {"enabled": False},
+                        "namedSecrets": [{"namespace": NAMESPACE, "names": ["s1"]}],
+                    }
+                }
+            }
+        }
+    )
+    assert list(secret_rules(only_named)) == [NAMESPACE]
+    assert of_kind(only_named, "Namespace") == []
+
+
+@pytest.mark.parametrize(
+    "rbac",
+    [
+        {"namespaces": [NAMESPACE]},  # the old values: every Secret of the namespace
+        {"resourceNames": ["s1"]},
+        {"namedSecrets": [{"namespace": NAMESPACE, "names": []}]},
+        {"namedSecrets": [{"namespace": NAMESPACE}]},
+    ],
+)
+def test_no_values_grant_every_secret_of_a_namespace(rbac: dict[str, Any]) -> None:
+    with pytest.raises(Exception, match=r"namedSecrets|secretsNamespace|names"):
+        render({"secretsBackend": {"type": "k8s", "k8s": {"rbac": rbac}}})
+
+
+def test_only_the_owned_namespace_has_secrets_without_names() -> None:
+    for values in (EVERYTHING, {"secretsBackend": {"type": "k8s"}}):
+        for namespace, rules in secret_rules(render(values)).items():
+            for rule in rules:
+                assert namespace == SECRETS_NAMESPACE or rule.get("resourceNames"), rule
 
 
 def test_default_has_no_rbac(default_docs: list[Manifest]) -> None:

@@ -168,6 +168,10 @@ false
 {{- end }}
 {{- end }}
 
+{{- define "bucket-registry.secretsNamespace" -}}
+{{- .Values.secretsBackend.k8s.rbac.secretsNamespace.name | default (printf "%s-bucket-secrets" (.Release.Namespace | default "default")) }}
+{{- end }}
+
 {{- define "bucket-registry.automountToken" -}}
 {{- if kindIs "bool" .Values.serviceAccount.automountToken -}}
 {{- .Values.serviceAccount.automountToken }}
@@ -272,6 +276,42 @@ Environment of the containers that run the service code with its full configurat
 {{- end }}
 
 {{/*
+Address ranges egress to the internet never reaches (RFC 6890 special-purpose space that is
+not the public internet): "this network", private, shared (CGNAT), loopback, link-local
+(cloud metadata), IETF protocol assignments, documentation, benchmarking, multicast and
+reserved; for IPv6 loopback, unspecified, IPv4-mapped, unique-local, link-local, site-local,
+documentation and multicast.
+*/}}
+{{- define "bucket-registry.blockedIpv4" -}}
+- 0.0.0.0/8
+- 10.0.0.0/8
+- 100.64.0.0/10
+- 127.0.0.0/8
+- 169.254.0.0/16
+- 172.16.0.0/12
+- 192.0.0.0/24
+- 192.0.2.0/24
+- 192.168.0.0/16
+- 198.18.0.0/15
+- 198.51.100.0/24
+- 203.0.113.0/24
+- 224.0.0.0/4
+- 240.0.0.0/4
+{{- end }}
+
+{{- define "bucket-registry.blockedIpv6" -}}
+- ::/128
+- ::1/128
+- ::ffff:0:0/96
+- 64:ff9b::/96
+- 2001:db8::/32
+- fc00::/7
+- fe80::/10
+- fec0::/10
+- ff00::/8
+{{- end }}
+
+{{/*
 Egress shared by the API pods and the job pods.
 */}}
 {{- define "bucket-registry.commonEgress" -}}
@@ -292,12 +332,40 @@ Egress shared by the API pods and the job pods.
         cidr: {{ . }}
     {{- end }}
   {{- end }}
-# HTTPS to cloud APIs: STS, Secrets Manager, S3, GCS, IAM credentials, and the
-# Kubernetes API for k8s:// secrets. Destinations are not fixed IPs, so only the
-# port can be pinned.
+# HTTPS to cloud APIs: STS, Secrets Manager, S3, GCS, IAM credentials. Destinations
+# are not fixed IPs, so only the port is pinned, and every range that is not the public
+# internet is cut out: cloud metadata (link-local), loopback, private, shared and
+# unique-local addresses are reached only through netPolicy.egressAllowedCidrs.
 - ports:
     - protocol: TCP
       port: 443
+  to:
+    - ipBlock:
+        cidr: 0.0.0.0/0
+        except:
+          {{- toYaml (include "bucket-registry.blockedIpv4" . | fromYamlArray) | nindent 10 }}
+    - ipBlock:
+        cidr: ::/0
+        except:
+          {{- toYaml (include "bucket-registry.blockedIpv6" . | fromYamlArray) | nindent 10 }}
+{{- range .Values.netPolicy.egressAllowedCidrs }}
+{{- if kindIs "string" . }}
+- to:
+    - ipBlock:
+        cidr: {{ . }}
+{{- else }}
+- to:
+    - ipBlock:
+        cidr: {{ .cidr }}
+  {{- with .ports }}
+  ports:
+    {{- range . }}
+    - protocol: TCP
+      port: {{ . | int }}
+    {{- end }}
+  {{- end }}
+{{- end }}
+{{- end }}
 {{- if .Values.secretsBackend.vault.addr }}
 - ports:
     - protocol: TCP
