@@ -13,21 +13,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db import migrate
-from tests.support.database import PostgresDatabase, run_in_thread
+from tests.support.database import database_at, run_in_thread
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
 async def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A database at revision 0001 (before ``public`` and the upload-flag backfill)."""
-    if request.param == "postgresql":
-        database = PostgresDatabase().create("0001")
-        try:
-            yield database.url
-        finally:
-            database.drop()
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-        run_in_thread(migrate, url, "0001")
+    with database_at(request.param, "0001", tmp_path) as url:
         yield url
 
 
@@ -96,15 +88,7 @@ async def test_0002_keeps_uploads_where_bindings_allowed_them(old_database: str)
 
 @pytest.fixture(params=["postgresql", "sqlite"])
 async def database_at_0002(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "postgresql":
-        database = PostgresDatabase().create("0002")
-        try:
-            yield database.url
-        finally:
-            database.drop()
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'at-0002.db'}"
-        run_in_thread(migrate, url, "0002")
+    with database_at(request.param, "0002", tmp_path) as url:
         yield url
 
 

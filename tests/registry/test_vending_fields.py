@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.db import migrate
 from app.errors import InvalidInput
 from app.registry.validation import validate_bucket_spec
-from tests.support.database import PostgresDatabase, run_in_thread
+from tests.support.database import database_at, run_in_thread
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/gen3-data"
 
@@ -123,15 +123,7 @@ async def test_vending_fields_through_the_admin_api(
 
 @pytest.fixture(params=["postgresql", "sqlite"])
 async def database_at_0002(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "postgresql":
-        database = PostgresDatabase().create("0002")
-        try:
-            yield database.url
-        finally:
-            database.drop()
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-        run_in_thread(migrate, url, "0002")
+    with database_at(request.param, "0002", tmp_path) as url:
         yield url
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 
 import asyncpg
 
@@ -60,3 +63,19 @@ class PostgresDatabase:
             await connection.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
         finally:
             await connection.close()
+
+
+@contextmanager
+def database_at(kind: str, revision: str, tmp_path: Path) -> Iterator[str]:
+    """A throwaway ``postgresql`` or ``sqlite`` database migrated only to ``revision``, for
+    testing the migrations that follow it; yields its SQLAlchemy URL."""
+    if kind == "postgresql":
+        database = PostgresDatabase().create(revision)
+        try:
+            yield database.url
+        finally:
+            database.drop()
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+        run_in_thread(migrate, url, revision)
+        yield url
