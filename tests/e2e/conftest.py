@@ -30,6 +30,21 @@ PINNED_SECRET = "minio-static-secret-value-0003"
 ALL_SECRETS = (STATIC_SECRET, ROTATED_SECRET, PINNED_SECRET)
 ROLE_ARN = "arn:aws:iam::123456789012:role/gen3-abc-data"
 ALL_OPS = {"read": True, "write": True, "delete": True, "multipart": True}
+STATIC_SECRET_REF = "aws-sm://gen3/bucket-registry/minio-abc"
+
+
+def minio_bucket(endpoint: str, name: str = "minio-abc", **extra: Any) -> dict[str, Any]:
+    """A MinIO-style static bucket behind ``endpoint`` (the gateway), taking uploads."""
+    return {
+        "name": name,
+        "provider": "minio",
+        "endpoint": endpoint,
+        "auth_mode": "static",
+        "secret_ref": STATIC_SECRET_REF,
+        "owner_project": "ABC",
+        "data_upload_allowed": True,
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -161,6 +176,20 @@ async def make_flow(flow_settings, moto, gateway, issuer, arborist) -> AsyncIter
     for lifespan, http in reversed(stack):
         await http.aclose()
         await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def static_flow(make_flow, moto, gateway) -> Flow:  # type: ignore[no-untyped-def]
+    """The app with ``minio-abc`` bound at ``incoming/`` for every op on PROJECT: ``submitter``
+    reads and writes there, ``reader-only`` reads."""
+    flow: Flow = await make_flow()
+    boto(moto, "s3").create_bucket(Bucket="minio-abc")
+    put_static_secret(moto, "gen3/bucket-registry/minio-abc", STATIC_KEY_ID, STATIC_SECRET)
+    await flow.register(minio_bucket(gateway.url), "incoming/", ALL_OPS)
+    flow.arborist.grant("submitter", "reader", PROJECT)
+    flow.arborist.grant("submitter", "writer", PROJECT)
+    flow.arborist.grant("reader-only", "reader", PROJECT)
+    return flow
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import hashlib
 import os
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-
 from tests.e2e.conftest import (
     ALL_OPS,
     ALL_SECRETS,
@@ -22,24 +20,13 @@ from tests.e2e.conftest import (
     STATIC_SECRET,
     Flow,
     boto,
+    minio_bucket,
     put_static_secret,
     rendered_logs,
     send,
 )
 
 MIB = 1024 * 1024
-
-
-def minio_bucket(gateway_url: str, name: str = "minio-abc") -> dict[str, object]:
-    return {
-        "name": name,
-        "provider": "minio",
-        "endpoint": gateway_url,
-        "auth_mode": "static",
-        "secret_ref": "aws-sm://gen3/bucket-registry/minio-abc",
-        "owner_project": "ABC",
-        "data_upload_allowed": True,
-    }
 
 
 def role_bucket(name: str = "gen3-abc-role") -> dict[str, object]:
@@ -58,18 +45,6 @@ def role_bucket(name: str = "gen3-abc-role") -> dict[str, object]:
 
 def key_id_of(url: str) -> str:
     return parse_qs(urlsplit(url).query)["X-Amz-Credential"][0].split("/")[0]
-
-
-@pytest.fixture
-async def static_flow(make_flow, moto, gateway) -> Flow:
-    flow: Flow = await make_flow()
-    boto(moto, "s3").create_bucket(Bucket="minio-abc")
-    put_static_secret(moto, "gen3/bucket-registry/minio-abc", STATIC_KEY_ID, STATIC_SECRET)
-    await flow.register(minio_bucket(gateway.url), "incoming/", ALL_OPS)
-    flow.arborist.grant("submitter", "reader", PROJECT)
-    flow.arborist.grant("submitter", "writer", PROJECT)
-    flow.arborist.grant("reader-only", "reader", PROJECT)
-    return flow
 
 
 async def test_static_bucket_write_then_read_through_signed_urls(

@@ -20,38 +20,21 @@ from tests.e2e.conftest import (
     ROLE_ARN,
     STATIC_KEY_ID,
     STATIC_SECRET,
+    STATIC_SECRET_REF,
     Flow,
     boto,
+    minio_bucket,
     put_static_secret,
     rendered_logs,
     send,
 )
 
-SECRET_REF = "aws-sm://gen3/bucket-registry/minio-abc"
-
-
-def minio_bucket(endpoint: str, name: str = "minio-abc", **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "provider": "minio",
-        "endpoint": endpoint,
-        "auth_mode": "static",
-        "secret_ref": SECRET_REF,
-        "data_upload_allowed": True,
-        **extra,
-    }
+SECRET_REF = STATIC_SECRET_REF
 
 
 @pytest.fixture
-async def flow(make_flow, moto, gateway) -> Flow:
-    flow: Flow = await make_flow()
-    boto(moto, "s3").create_bucket(Bucket="minio-abc")
-    put_static_secret(moto, "gen3/bucket-registry/minio-abc", STATIC_KEY_ID, STATIC_SECRET)
-    await flow.register(minio_bucket(gateway.url), "incoming/", ALL_OPS)
-    flow.arborist.grant("submitter", "reader", PROJECT)
-    flow.arborist.grant("submitter", "writer", PROJECT)
-    flow.arborist.grant("reader-only", "reader", PROJECT)
-    return flow
+def flow(static_flow: Flow) -> Flow:
+    return static_flow
 
 
 def assert_no_secret(flow: Flow, caplog: pytest.LogCaptureFixture | None = None) -> None:
