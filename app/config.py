@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     service_token_issuer: str | None = None
     service_token_jwks_url: str | None = None
     service_token_audience: str = "bucket-registry"  # noqa: S105 - an audience, not a secret
+    # PEM bundle trusted, besides the public roots, when fetching the issuer's keys over HTTPS:
+    # the cluster CA (/var/run/secrets/kubernetes.io/serviceaccount/ca.crt) for the API server's
+    # https://kubernetes.default.svc/openid/v1/jwks.
+    service_token_ca_file: Path | None = None
     trusted_callers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Fence's legacy rules (acl-only records; blank records uploaded by the user) arrive with
     # no authz to check; off, trusted callers must always send the record's authz.
@@ -128,6 +132,8 @@ class Settings(BaseSettings):
             "/"
         ) == self.user_api.rstrip("/"):
             raise ValueError("service_token_issuer must differ from user_api (Fence's issuer)")
+        if self.service_token_ca_file is not None and not self.service_token_jwks_url:
+            raise ValueError("service_token_ca_file needs service_token_jwks_url")
         return self
 
     @model_validator(mode="after")

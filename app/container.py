@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,6 +53,8 @@ class Services:
     selfservice: SelfService
     listener: NotifyListener | None = None
     dev: DevMode | None = None
+    # Its own client when the service token issuer's keys need a CA of their own.
+    service_http: httpx.AsyncClient | None = None
 
     @classmethod
     async def start(
@@ -71,6 +75,7 @@ class Services:
             timeout=httpx.Timeout(settings.arborist_timeout),
         )
         service_tokens: ServiceTokenVerifier | None = None
+        service_http: httpx.AsyncClient | None = None
         if dev is not None:
             tokens = TokenVerifier(
                 StaticJwks(dev_jwks(dev)), issuer=DEV_ISSUER, max_entries=settings.cache_max_entries
@@ -89,10 +94,15 @@ class Services:
                 max_entries=settings.cache_max_entries,
             )
             if settings.service_token_issuer and settings.service_token_jwks_url:
+                if settings.service_token_ca_file is not None:
+                    service_http = httpx.AsyncClient(
+                        verify=trusting(settings.service_token_ca_file),
+                        timeout=httpx.Timeout(5.0),
+                    )
                 service_tokens = ServiceTokenVerifier(
                     HttpJwks(
                         settings.service_token_jwks_url,
-                        http,
+                        service_http or http,
                         ttl=settings.jwks_cache_ttl,
                         dependency="service token issuer",
                         name="service_jwks",
@@ -177,6 +187,7 @@ class Services:
                 approval=settings.self_service_approval,
             ),
             metrics=metrics,
+            service_http=service_http,
             dev=dev,
         )
         registry.listeners.append(services.forget)
@@ -250,5 +261,20 @@ class Services:
         await self.storage.aclose()
         await self.secrets.aclose()
         await self.http.aclose()
+        if self.service_http is not None:
+            await self.service_http.aclose()
         await self.probe.http.aclose()
         await self.db.dispose()
+
+
+def trusting(ca_file: Path) -> ssl.SSLContext:
+    """The public roots plus ``ca_file``; a missing or unreadable bundle stops the start."""
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"service_token_ca_file {str(ca_file)!r} is not a readable PEM bundle"
+            f" ({type(exc).__name__})"
+        ) from None
+    return context

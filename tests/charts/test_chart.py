@@ -917,6 +917,43 @@ def test_in_cluster_issuer_with_several_callers_and_scopes(
     ]
     assert loaded.data_scopes == ["openid", "user", "data"]
     assert loaded.legacy_authz_enabled is True and loaded.token_audience is None
+    # The API server's certificate is signed by the cluster CA: trusted from kube-root-ca.crt,
+    # mounted on every pod that reads the settings, without mounting an API token.
+    assert loaded.service_token_ca_file == Path("/etc/bucket-registry/cluster-ca/ca.crt")
+    docs = render(values)
+    for name, spec in pod_specs(docs):
+        if name.startswith("Job/"):
+            continue
+        volumes = {volume["name"]: volume for volume in spec["volumes"]}
+        assert volumes["cluster-ca"]["configMap"]["name"] == "kube-root-ca.crt", name
+        mounts = {mount["name"]: mount for mount in spec["containers"][0]["volumeMounts"]}
+        assert mounts["cluster-ca"]["mountPath"] == "/etc/bucket-registry/cluster-ca", name
+        assert spec["automountServiceAccountToken"] is False, name
+
+
+@pytest.mark.parametrize(
+    ("extra", "ca_file"),
+    [
+        ({}, None),
+        ({"clusterCA": False}, None),
+        ({"caFile": "/etc/ssl/cluster/bundle.pem"}, "/etc/ssl/cluster/bundle.pem"),
+    ],
+)
+def test_a_ca_file_only_where_asked_or_in_cluster(
+    extra: dict[str, Any], ca_file: str | None
+) -> None:
+    values = {
+        "serviceTokens": {
+            "issuer": "https://oidc.example.org",
+            "jwksUrl": "https://oidc.example.org/keys",
+            "trustedCallers": ["system:serviceaccount:gen3:fence-sa"],
+            **extra,
+        }
+    }
+    docs = render(values)
+    assert settings(docs).get("BUCKET_REGISTRY_SERVICE_TOKEN_CA_FILE") == ca_file
+    for name, spec in pod_specs(docs):
+        assert "cluster-ca" not in {volume["name"] for volume in spec.get("volumes", [])}, name
 
 
 def test_service_tokens_are_off_by_default(default_docs: list[Manifest]) -> None:

@@ -45,6 +45,7 @@ def test_resolve_returns_metadata_and_never_credentials(commons: Commons) -> Non
     assert bucket.data_upload_allowed and bucket.is_default_upload
     assert [(b.prefix, b.resource_path) for b in bucket.bindings] == [("", PROJECT)]
     assert bucket.bindings[0].allowed_ops["write"] is True
+    assert bucket.billing_projects == []
     assert not hasattr(bucket, "secret_ref")
 
 
@@ -241,6 +242,7 @@ def test_an_unsigned_url_has_no_expiry_and_public_is_read() -> None:
             "auth_mode": "workload_identity",
             "status": "active",
             "public": True,
+            "billing_projects": ["gen3-billing-1"],
         }
     )
-    assert resolved.public is True
+    assert resolved.public is True and resolved.billing_projects == ["gen3-billing-1"]

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from app.config import Settings
+from app.container import trusting
 from tests.e2e.conftest import (
     ALL_OPS,
     STATIC_KEY_ID,
@@ -20,6 +22,7 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_data_path import MIB
 from tests.support.fence import ServiceAccountIssuer
+from tests.support.tls import local_authority
 
 FENCE_SA = "system:serviceaccount:default:fence"
 PROJECT_Y = "/programs/X/projects/Y"
@@ -324,3 +327,59 @@ async def test_legacy_rules_can_be_turned_off(make_flow, moto, gateway, cluster)
     }
     answer = await fence.post("/presign", body)
     assert answer.status_code == 403 and "legacy authorization is turned off" in answer.text
+
+
+async def test_an_issuer_behind_a_cluster_ca_is_trusted_through_the_ca_file(
+    make_flow, moto, gateway, tmp_path
+) -> None:
+    # As the API server publishes its keys in the cluster: HTTPS with a certificate the public
+    # roots do not know, trusted through BUCKET_REGISTRY_SERVICE_TOKEN_CA_FILE.
+    authority = local_authority(tmp_path)
+    cluster = ServiceAccountIssuer(tls=authority.server_context).start()
+    try:
+        assert cluster.issuer.startswith("https://")
+        s3 = boto(moto, "s3")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="guid-1/reads.bam", Body=b"behind the cluster CA")
+        put_static_secret(moto, "gen3/bucket-registry/commons", STATIC_KEY_ID, STATIC_SECRET)
+        options = {
+            "service_token_issuer": cluster.issuer,
+            "service_token_jwks_url": cluster.issuer + "/openid/v1/jwks",
+            "trusted_callers": FENCE_SA,
+        }
+
+        untrusting: Flow = await make_flow(**options)
+        created = await untrusting.call(
+            "POST", "/admin/buckets", json=s3_bucket(gateway.url, BUCKET), headers=untrusting.admin
+        )
+        assert created.status_code == 201, created.text
+        await bind(untrusting, BUCKET, "/programs", {"read": True})
+        untrusting.arborist.grant("alice", "reader", PROJECT_Y)
+        body = {
+            "bucket": BUCKET,
+            "key": "guid-1/reads.bam",
+            "op": "read",
+            "on_behalf_of": user_token(untrusting, "alice"),
+            "authz": [PROJECT_Y],
+        }
+        # Without the CA the keys cannot be fetched: an outage of the issuer, not a bad token.
+        refused = await Fence(untrusting, cluster).post("/presign", body)
+        assert refused.status_code == 503, refused.text
+        assert cluster.jwks_fetches == 0
+
+        trusting: Flow = await make_flow(**options, service_token_ca_file=authority.ca_file)
+        signed = await Fence(trusting, cluster).post("/presign", body)
+        assert signed.status_code == 200, signed.text
+        assert (await send(signed.json())).content == b"behind the cluster CA"
+        assert cluster.jwks_fetches == 1
+    finally:
+        cluster.server.stop()
+
+
+def test_a_ca_file_needs_a_jwks_url_and_must_be_a_pem_bundle(tmp_path) -> None:
+    with pytest.raises(ValueError, match="service_token_ca_file needs service_token_jwks_url"):
+        Settings(service_token_ca_file=tmp_path / "ca.crt")
+    not_pem = tmp_path / "ca.crt"
+    not_pem.write_text("not a certificate")
+    with pytest.raises(ValueError, match="is not a readable PEM bundle"):
+        trusting(not_pem)

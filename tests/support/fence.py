@@ -4,6 +4,7 @@ one shaped like a Kubernetes cluster issuing projected ServiceAccount tokens (RS
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import uuid
 from collections.abc import Iterable
@@ -59,14 +60,14 @@ class _Issuer:
     jwks_path = "/.well-known/jwks"
     kid_prefix = "key"
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
         self.kid = f"{self.kid_prefix}-1"
         self.key: SigningKey = self._new_key()
         self.published: dict[str, SigningKey] = {self.kid: self.key}
         self.jwks_fetches = 0
         # Anything but 200 makes the JWKS endpoint fail with that status (an outage).
         self.jwks_status = 200
-        self.server = BackgroundHTTPServer(_JwksHandler)
+        self.server = BackgroundHTTPServer(_JwksHandler, tls=tls)
         self.server.issuer = self  # type: ignore[attr-defined]
 
     def _new_key(self) -> SigningKey:
@@ -156,9 +157,9 @@ class ServiceAccountIssuer(_Issuer):
     jwks_path = "/openid/v1/jwks"
     kid_prefix = "sa-key"
 
-    def __init__(self, algorithm: str = "RS256") -> None:
+    def __init__(self, algorithm: str = "RS256", *, tls: ssl.SSLContext | None = None) -> None:
         self.algorithm = algorithm
-        super().__init__()
+        super().__init__(tls=tls)
 
     def _new_key(self) -> SigningKey:
         if self.algorithm == "ES256":

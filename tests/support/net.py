@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -79,19 +80,29 @@ class _Server(ThreadingHTTPServer):
 class BackgroundHTTPServer:
     """A ThreadingHTTPServer on 127.0.0.1 that can be stopped and started again on one port."""
 
-    def __init__(self, handler_cls: type, port: int | None = None) -> None:
+    def __init__(
+        self,
+        handler_cls: type,
+        port: int | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.handler_cls = handler_cls
         self.port = port or free_port()
+        self.tls = tls
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> BackgroundHTTPServer:
         server = _Server(("127.0.0.1", self.port), self.handler_cls)
         server.owner = self  # type: ignore[attr-defined]
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -210,6 +210,27 @@ Volumes of the API pods and the drift-check pods. Call with
 (dict "ctx" $ "fenceConfig" true|false): only the API pods serve the fallback,
 so only they get Fence's config (which may hold keys) mounted.
 */}}
+{{/*
+The cluster CA for the in-cluster service token issuer: "true" when serviceTokens.clusterCA is,
+or (null) when jwksUrl is the API server's own https://kubernetes.default.svc….
+*/}}
+{{- define "bucket-registry.clusterCA" -}}
+{{- $t := .Values.serviceTokens }}
+{{- if kindIs "bool" $t.clusterCA -}}
+{{- and $t.clusterCA (ne ($t.jwksUrl | default "") "") }}
+{{- else -}}
+{{- hasPrefix "https://kubernetes.default.svc" ($t.jwksUrl | default "") }}
+{{- end }}
+{{- end }}
+
+{{- define "bucket-registry.serviceTokenCaFile" -}}
+{{- if .Values.serviceTokens.caFile -}}
+{{- .Values.serviceTokens.caFile }}
+{{- else if eq (include "bucket-registry.clusterCA" .) "true" -}}
+/etc/bucket-registry/cluster-ca/ca.crt
+{{- end }}
+{{- end }}
+
 {{- define "bucket-registry.volumes" -}}
 {{- $v := .ctx.Values }}
 # The root filesystem is read-only; Python, botocore and uvicorn still need a scratch dir.
@@ -241,6 +262,14 @@ so only they get Fence's config (which may hold keys) mounted.
     # Owner and group (fsGroup) read only.
     defaultMode: 0440
 {{- end }}
+{{- if and (eq (include "bucket-registry.clusterCA" .ctx) "true") (not $v.serviceTokens.caFile) }}
+- name: cluster-ca
+  configMap:
+    name: kube-root-ca.crt
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
 {{- with $v.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
@@ -258,6 +287,11 @@ so only they get Fence's config (which may hold keys) mounted.
 {{- range $i, $name := $v.secretsBackend.file.secrets }}
 - name: file-secret-{{ $i }}
   mountPath: {{ printf "%s/%s" (trimSuffix "/" $v.secretsBackend.file.mountPath) $name }}
+  readOnly: true
+{{- end }}
+{{- if and (eq (include "bucket-registry.clusterCA" .ctx) "true") (not $v.serviceTokens.caFile) }}
+- name: cluster-ca
+  mountPath: /etc/bucket-registry/cluster-ca
   readOnly: true
 {{- end }}
 {{- with $v.extraVolumeMounts }}

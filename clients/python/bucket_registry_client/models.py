@@ -53,6 +53,8 @@ class ResolvedBucket:
     version: int
     bindings: list[Binding] = field(default_factory=list)
     public: bool = False
+    # gcp requester-pays: the projects a caller may name as ``user_project``.
+    billing_projects: list[str] = field(default_factory=list)
 
     @property
     def is_active(self) -> bool:
@@ -75,6 +77,7 @@ class ResolvedBucket:
             version=int(data.get("version") or 0),
             bindings=[Binding.from_json(item) for item in data.get("bindings") or []],
             public=bool(data.get("public")),
+            billing_projects=list(data.get("billing_projects") or []),
         )
 
 
