@@ -28,6 +28,7 @@ from app.storage.gcs.signer import GcsSignerFactory
 from app.storage.s3 import S3BucketSigner, S3SignerFactory
 from app.storage.session_policy import CredentialOp
 from app.storage.sts import StsSessions
+from app.storage.sts_clients import StsClients
 from app.storage.unsigned import unsigned_url, validated_audit
 from app.storage.vending import CredentialVendor, SessionUser, VendedCredentials
 
@@ -67,6 +68,7 @@ class StorageService:
         max_attempts: int = 3,
         observe: Callable[[str, float, bool], None] | None = None,
         netguard: NetGuard | None = None,
+        sts_clients: StsClients | None = None,
     ) -> None:
         self._settings = settings
         netguard = netguard or NetGuard(settings.endpoint_allowlist)
@@ -106,14 +108,17 @@ class StorageService:
             )
             factories = defaults
         self._factories = dict(factories)
-        self.vendor = CredentialVendor(
-            settings,
-            secrets,
-            session=session,
-            netguard=netguard,
-            max_attempts=max_attempts,
-            observe=observe,
-        )
+        # The container owns a shared pool and closes it; one built here is closed here.
+        self._owns_sts_clients = sts_clients is None
+        if sts_clients is None:
+            sts_clients = StsClients(
+                session,
+                netguard,
+                trusted_endpoint=settings.sts_endpoint_url,
+                max_attempts=max_attempts,
+            )
+        self.sts_clients = sts_clients
+        self.vendor = CredentialVendor(settings, secrets, clients=self.sts_clients, observe=observe)
         # Signer lifetimes follow credential expiry, a wall-clock instant.
         epoch = self._epoch_seconds
         self._signers: AsyncCache[SignerKey, BucketSigner] = AsyncCache(
@@ -313,6 +318,8 @@ class StorageService:
         for factory in {id(factory): factory for factory in self._factories.values()}.values():
             await factory.aclose()
         await self.sts.aclose()
+        if self._owns_sts_clients:
+            await self.sts_clients.aclose()
 
     def _factory_for(self, bucket: BucketRecord) -> SignerFactory:
         factory = self._factories.get(bucket.provider)

@@ -448,3 +448,34 @@ async def test_validate_fails_a_store_that_ignores_session_policies(
     assert report.json()["ok"] is False
     # Nothing the probe wrote stays behind.
     assert boto(moto, "s3").list_objects_v2(Bucket="lax-store").get("KeyCount") == 0
+
+
+async def test_vends_share_one_sts_client_and_its_connection(
+    vend_flow: Flow, gateway: S3Gateway
+) -> None:
+    flow = vend_flow
+    flow.arborist.grant("alice", "reader", PROJECT)
+    flow.arborist.grant("bob", "reader", PROJECT)
+    pool = flow.services.sts_clients
+    before = pool.created
+
+    for user in ("alice", "bob", "alice", "bob", "alice"):
+        answer = await vend(flow, user, bucket=ROLE_BUCKET, prefix="incoming/", ops=["read"])
+        assert answer.status_code == 200, answer.text
+    # Five sessions, each for its caller, asked over one client and one kept-alive connection.
+    assert len(gateway.sts_calls) == 5
+    assert len({call.access_key_id for call in gateway.sts_calls}) == 5
+    assert pool.created - before == 1
+    assert len(gateway.sts_connections) == 1
+
+    # A static bucket signs AssumeRole with its own keys: a client of its own, reused too.
+    for _ in range(3):
+        answer = await vend(flow, "bob", bucket=STATIC_BUCKET, prefix="incoming/", ops=["read"])
+        assert answer.status_code == 200, answer.text
+    assert pool.created - before == 2
+    assert len(gateway.sts_connections) == 2
+    assert {call.signed_by for call in gateway.sts_calls[-3:]} == {STATIC_KEY_ID}
+
+    # Shutdown closes them.
+    await flow.services.aclose()
+    assert len(pool) == 0
