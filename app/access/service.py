@@ -34,6 +34,7 @@ from app.registry.keys import validate_key, validate_prefix
 from app.registry.records import BucketRecord, BucketStatus, Op, Provider, secret_fingerprint
 from app.secrets.base import SCHEMES
 from app.storage.base import PresignedRequest
+from app.storage.gcs.downscope import DownscopedToken
 from app.storage.service import StorageService
 from app.storage.session_policy import CredentialOp, scope_problem
 from app.storage.vending import SessionUser, VendedCredentials
@@ -470,11 +471,12 @@ class AccessService:
         prefix: str,
         ops: Sequence[CredentialOp],
         duration: int | None,
-    ) -> VendedCredentials:
-        """Temporary keys for ``ops`` under ``prefix``, once ``identity`` is authorized for
-        every one of them exactly as a presign on the prefix would be (an empty prefix needs a
-        binding on the whole bucket). Each decision is logged on its own line, and the session
-        issued on one more, by access key id; the secret parts are never logged."""
+    ) -> VendedCredentials | DownscopedToken:
+        """Temporary keys (S3) or a downscoped token (gcp) for ``ops`` under ``prefix``, once
+        ``identity`` is authorized for every one of them exactly as a presign on the prefix
+        would be (an empty prefix needs a binding on the whole bucket). Each decision is logged
+        on its own line, and what was issued on one more, by access key id or by service
+        account and expiry; the secret parts are never logged."""
         wanted = tuple(dict.fromkeys(ops))
         if not wanted:
             raise InvalidInput("ops: at least one of read, write, delete, list")
@@ -507,6 +509,15 @@ class AccessService:
             vended = await self.storage.vend_credentials(
                 record, prefix, wanted, duration, _session_user(identity)
             )
+        issued: dict[str, str]
+        if isinstance(vended, DownscopedToken):
+            issued = {"provider": "gcp", "service_account": vended.service_account}
+        else:
+            issued = {
+                "access_key_id": vended.access_key_id,
+                "source_identity": vended.source_identity,
+                "session_name": vended.session_name,
+            }
         decisions_log.info(
             "credentials vended",
             extra={
@@ -517,9 +528,7 @@ class AccessService:
                 "action": "credentials",
                 "decision": "allowed",
                 "reason": f"granted on {grant.resource_path}",
-                "access_key_id": vended.access_key_id,
-                "source_identity": vended.source_identity,
-                "session_name": vended.session_name,
+                **issued,
                 "expiration": vended.expiration.isoformat(),
             },
         )

@@ -23,7 +23,7 @@ from app.storage.credentials import SigningCredentials
 from app.storage.s3 import S3BucketSigner
 from app.storage.service import StorageService
 from app.storage.session_policy import CredentialOp
-from app.storage.vending import MIN_DURATION, SessionUser
+from app.storage.vending import MIN_DURATION, SessionUser, VendedCredentials
 
 PROBE_PREFIX = ".bucket-registry-probe/"
 CheckStatus = Literal["pass", "fail", "skipped"]
@@ -146,6 +146,8 @@ class BucketProbe:
             )
         except Exception as exc:
             return CheckResult("fail", f"no credential vended: {_reason(exc)}")
+        if not isinstance(vended, VendedCredentials):
+            return CheckResult("skipped", "only S3-speaking buckets vend credentials")
         scoped = S3BucketSigner(
             bucket.name,
             signer.layout,

@@ -24,6 +24,7 @@ from app.storage.base import (
     utcnow,
 )
 from app.storage.credentials import SecretSource
+from app.storage.gcs.downscope import DownscopedToken, GcsTokenVendor
 from app.storage.gcs.signer import GcsSignerFactory
 from app.storage.s3 import S3BucketSigner, S3SignerFactory
 from app.storage.session_policy import CredentialOp
@@ -119,6 +120,20 @@ class StorageService:
             )
         self.sts_clients = sts_clients
         self.vendor = CredentialVendor(settings, secrets, clients=self.sts_clients, observe=observe)
+        gcs = self._factories.get(Provider.GCP)
+        self.gcs_vendor = (
+            GcsTokenVendor(
+                settings,
+                secrets,
+                apis=gcs.apis,
+                pod_tokens=gcs.pod_tokens,
+                netguard=netguard,
+                clock=self._now,
+                observe=observe,
+            )
+            if isinstance(gcs, GcsSignerFactory)
+            else None
+        )
         # Signer lifetimes follow credential expiry, a wall-clock instant.
         epoch = self._epoch_seconds
         self._signers: AsyncCache[SignerKey, BucketSigner] = AsyncCache(
@@ -223,10 +238,14 @@ class StorageService:
         ops: tuple[CredentialOp, ...],
         duration: int | None,
         user: SessionUser,
-    ) -> VendedCredentials:
-        """A new STS session scoped to ``ops`` under ``prefix``; authorization is the caller's
-        business (``AccessService.vend_credentials``)."""
+    ) -> VendedCredentials | DownscopedToken:
+        """A new STS session (S3) or downscoped token (gcp) scoped to ``ops`` under
+        ``prefix``; authorization is the caller's business (``AccessService.vend_credentials``)."""
         lifetime = self.vendor.duration_for(bucket, duration)
+        if bucket.provider is Provider.GCP:
+            if self.gcs_vendor is None:
+                raise DependencyUnavailable("storage", "gcp token vending is not available")
+            return await self.gcs_vendor.vend(bucket, prefix, ops, lifetime)
         return await self.vendor.vend(bucket, prefix, ops, lifetime, user)
 
     def unsigned(self, bucket: BucketRecord, key: str) -> PresignedRequest:
@@ -318,6 +337,8 @@ class StorageService:
         for factory in {id(factory): factory for factory in self._factories.values()}.values():
             await factory.aclose()
         await self.sts.aclose()
+        if self.gcs_vendor is not None:
+            await self.gcs_vendor.aclose()
         if self._owns_sts_clients:
             await self.sts_clients.aclose()
 
