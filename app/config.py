@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     sts_session_duration: int = Field(default=3600, ge=900, le=43200)
     sts_refresh_margin: int = Field(default=300, ge=0)
     sts_endpoint_url: str | None = None
+    # The SourceIdentity of the sessions that sign URLs for role buckets with credential
+    # vending on: CloudTrail names the registry, and the URLs' audit parameters the user.
+    source_identity: str = Field(default="bucket-registry", pattern=r"^[\w+=,.@-]{2,64}$")
     # Vended credentials (docs/credentials.md): a bucket may lower the maximum, never raise it.
     max_credential_ttl: int = Field(default=3600, ge=900, le=43200)
     default_credential_ttl: int = Field(default=3600, ge=900, le=43200)

@@ -87,7 +87,11 @@ class BucketProbe:
         if bucket.auth_mode is AuthMode.ROLE and bucket.role_arn:
             try:
                 session = await self.storage.sts.session_for(
-                    bucket.role_arn, bucket.external_id, 60, bucket_name=bucket.name
+                    bucket.role_arn,
+                    bucket.external_id,
+                    60,
+                    bucket_name=bucket.name,
+                    source_identity=self.storage.signing_source_identity(bucket),
                 )
                 checks["role_assumable"] = CheckResult(
                     "pass", f"session valid until {session.expires_at.isoformat()}"

@@ -26,11 +26,11 @@ from app.storage.base import (
 from app.storage.credentials import SecretSource
 from app.storage.gcs.downscope import DownscopedToken, GcsTokenVendor
 from app.storage.gcs.signer import GcsSignerFactory
-from app.storage.s3 import S3BucketSigner, S3SignerFactory
+from app.storage.s3 import S3BucketSigner, S3SignerFactory, signing_source_identity
 from app.storage.session_policy import CredentialOp
 from app.storage.sts import StsSessions
 from app.storage.sts_clients import StsClients
-from app.storage.unsigned import unsigned_url, validated_audit
+from app.storage.unsigned import REQUEST_ID_PARAM, audit_text, unsigned_url, validated_audit
 from app.storage.vending import CredentialVendor, SessionUser, VendedCredentials
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,10 @@ class StorageService:
             cache=self._signers.stats,
         )
 
+    def signing_source_identity(self, bucket: BucketRecord) -> str | None:
+        """The SourceIdentity the bucket's signing session carries, if any."""
+        return signing_source_identity(bucket, self._settings)
+
     def clamp_expires_in(self, requested: int | None) -> int:
         """The URL lifetime to use: the default when none is asked, never above the maximum."""
         maximum = self._settings.max_presigned_url_ttl
@@ -204,6 +208,7 @@ class StorageService:
         params: Mapping[str, str] | None = None,
         resumable: bool = False,
         audit: Mapping[str, str] | None = None,
+        request_id: str | None = None,
     ) -> PresignedRequest:
         """A URL for ``op`` on ``key``; authorization and the key rules are the caller's
         business (``AccessService`` checks both, once per request).
@@ -212,7 +217,8 @@ class StorageService:
         Requester-pays S3 buckets get ``x-amz-request-payer=requester`` signed in.
         ``audit`` (``user_id``, ``username``, ``client_id``) is signed into S3 GET URLs, as
         Fence does, so the store's access logs name who a download was for; uploads, other
-        methods and gcp URLs carry none.
+        methods and gcp URLs carry none. ``request_id`` is signed in beside them, as
+        ``request_id``, so a store's access-log line joins the registry's decision line.
         """
         method = HTTP_METHOD_FOR_OP.get(op)
         if method is None:
@@ -221,7 +227,9 @@ class StorageService:
             if bucket.provider is not Provider.GCP or op is not Op.WRITE:
                 raise InvalidInput("resumable uploads are for write on gcp buckets only")
             method = "POST"
-        attribution = validated_audit(audit) if audit else {}
+        attribution = dict(validated_audit(audit)) if audit else {}
+        if request_id:
+            attribution[REQUEST_ID_PARAM] = audit_text(request_id)
         lifetime = self.clamp_expires_in(expires_in)
         signer = await self.signer_for(bucket, min_lifetime=lifetime)
         extra = dict(params or {})
