@@ -180,7 +180,10 @@ class GcsTokenVendor:
         problem = boundary_problem(prefix, wanted)
         if problem is not None:
             raise InvalidInput(problem)
-        boundary = access_boundary(bucket.name, prefix, wanted)
+        try:
+            boundary = access_boundary(bucket.name, prefix, wanted)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
         endpoint = self.endpoint_for(bucket)
         if endpoint != self._trusted:
             try:
@@ -210,6 +213,10 @@ class GcsTokenVendor:
             raise DependencyUnavailable("gcp_sts", f"Google's STS is unreachable ({exc})") from None
         except (google.auth.exceptions.OAuthError, ValueError):
             status = transport.last_status
+            if status is not None and status < 300:
+                raise DependencyUnavailable(
+                    "gcp_sts", "Google's STS sent a malformed answer"
+                ) from None
             if status is None or status == 429 or status >= 500:
                 raise DependencyUnavailable(
                     "gcp_sts", f"Google's STS is unavailable (HTTP {status})"
