@@ -93,9 +93,15 @@ class Settings(BaseSettings):
     sts_session_duration: int = Field(default=3600, ge=900, le=43200)
     sts_refresh_margin: int = Field(default=300, ge=0)
     sts_endpoint_url: str | None = None
+    # The SourceIdentity of the sessions that sign URLs for role buckets with credential
+    # vending on: CloudTrail names the registry, and the URLs' audit parameters the user.
+    source_identity: str = Field(default="bucket-registry", pattern=r"^[\w+=,.@-]{2,64}$")
     # Vended credentials (docs/credentials.md): a bucket may lower the maximum, never raise it.
     max_credential_ttl: int = Field(default=3600, ge=900, le=43200)
     default_credential_ttl: int = Field(default=3600, ge=900, le=43200)
+    # Google's token exchange (RFC 8693) for downscoped gcp tokens; a bucket may name its own
+    # (sts_endpoint), which passes the destination policy.
+    gcp_sts_endpoint: str = "https://sts.googleapis.com/v1/token"
     # Cloud Storage JSON API (bucket validation); signed URLs always name storage.googleapis.com.
     gcs_endpoint: str = "https://storage.googleapis.com"
     # Project billed for requester-pays gcp buckets; default: the signing account's own project.

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from aiobotocore.session import AioSession
 
 from app.access.directory import BucketDirectory
 from app.access.service import AccessService
@@ -30,6 +31,7 @@ from app.registry.service import BucketChange, RegistryService
 from app.secrets.owned import OwnedSecrets
 from app.secrets.store import SecretStore
 from app.storage.service import StorageService
+from app.storage.sts_clients import StsClients
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class Services:
     registry: RegistryService
     secrets: SecretStore
     storage: StorageService
+    sts_clients: StsClients
     directory: BucketDirectory
     access: AccessService
     probe: BucketProbe
@@ -136,11 +139,14 @@ class Services:
             if settings.fence_config is not None
             else None
         )
+        # One STS client per endpoint, region and signing identity, reused by every vend.
+        sts_clients = StsClients(AioSession(), netguard, trusted_endpoint=settings.sts_endpoint_url)
         storage = StorageService(
             settings,
             FenceConfigSecrets(secrets, fallback) if fallback is not None else secrets,
             observe=metrics.observe_dependency,
             netguard=netguard,
+            sts_clients=sts_clients,
         )
         directory = BucketDirectory(
             registry,
@@ -164,6 +170,7 @@ class Services:
             registry=registry,
             secrets=secrets,
             storage=storage,
+            sts_clients=sts_clients,
             directory=directory,
             access=AccessService(
                 directory,
@@ -259,6 +266,7 @@ class Services:
         if self.listener is not None:
             await self.listener.stop()
         await self.storage.aclose()
+        await self.sts_clients.aclose()
         await self.secrets.aclose()
         await self.http.aclose()
         if self.service_http is not None:

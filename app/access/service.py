@@ -31,11 +31,20 @@ from app.errors import (
 )
 from app.logs import annotate_request, request_id_var
 from app.registry.keys import validate_key, validate_prefix
-from app.registry.records import BucketRecord, BucketStatus, Op, Provider, secret_fingerprint
+from app.registry.records import (
+    AuthMode,
+    BucketRecord,
+    BucketStatus,
+    Op,
+    Provider,
+    secret_fingerprint,
+)
 from app.secrets.base import SCHEMES
 from app.storage.base import PresignedRequest
+from app.storage.gcs.downscope import DownscopedToken
 from app.storage.service import StorageService
 from app.storage.session_policy import CredentialOp, scope_problem
+from app.storage.unsigned import audit_text
 from app.storage.vending import SessionUser, VendedCredentials
 
 log = logging.getLogger(__name__)
@@ -370,9 +379,19 @@ class AccessService:
                 raise refused
             return self.storage.unsigned(record, key)
         params = {"userProject": user_project} if user_project else None
+        request_id = None
+        if op is Op.READ and names_user_in_urls(record):
+            audit, request_id = _url_attribution(identity, audit)
         with self._sealed(record):
             return await self.storage.presign(
-                record, key, op, expires_in, params=params, resumable=resumable, audit=audit
+                record,
+                key,
+                op,
+                expires_in,
+                params=params,
+                resumable=resumable,
+                audit=audit,
+                request_id=request_id,
             )
 
     def _check_billing_project(self, record: BucketRecord, user_project: str) -> None:
@@ -470,11 +489,12 @@ class AccessService:
         prefix: str,
         ops: Sequence[CredentialOp],
         duration: int | None,
-    ) -> VendedCredentials:
-        """Temporary keys for ``ops`` under ``prefix``, once ``identity`` is authorized for
-        every one of them exactly as a presign on the prefix would be (an empty prefix needs a
-        binding on the whole bucket). Each decision is logged on its own line, and the session
-        issued on one more, by access key id; the secret parts are never logged."""
+    ) -> VendedCredentials | DownscopedToken:
+        """Temporary keys (S3) or a downscoped token (gcp) for ``ops`` under ``prefix``, once
+        ``identity`` is authorized for every one of them exactly as a presign on the prefix
+        would be (an empty prefix needs a binding on the whole bucket). Each decision is logged
+        on its own line, and what was issued on one more, by access key id or by service
+        account and expiry; the secret parts are never logged."""
         wanted = tuple(dict.fromkeys(ops))
         if not wanted:
             raise InvalidInput("ops: at least one of read, write, delete, list")
@@ -507,6 +527,15 @@ class AccessService:
             vended = await self.storage.vend_credentials(
                 record, prefix, wanted, duration, _session_user(identity)
             )
+        issued: dict[str, str]
+        if isinstance(vended, DownscopedToken):
+            issued = {"provider": "gcp", "service_account": vended.service_account}
+        else:
+            issued = {
+                "access_key_id": vended.access_key_id,
+                "source_identity": vended.source_identity,
+                "session_name": vended.session_name,
+            }
         decisions_log.info(
             "credentials vended",
             extra={
@@ -517,9 +546,7 @@ class AccessService:
                 "action": "credentials",
                 "decision": "allowed",
                 "reason": f"granted on {grant.resource_path}",
-                "access_key_id": vended.access_key_id,
-                "source_identity": vended.source_identity,
-                "session_name": vended.session_name,
+                **issued,
                 "expiration": vended.expiration.isoformat(),
             },
         )
@@ -614,6 +641,32 @@ class AccessService:
         # Inside an HTTP request a single decision rides on the request's one access-log line.
         if own_line or not annotate_request(**fields):
             decisions_log.info("access decision", extra=fields)
+
+
+def names_user_in_urls(record: BucketRecord) -> bool:
+    """Whether the bucket's download URLs name the user: role buckets with vending on, whose
+    signing session carries the registry's SourceIdentity (so CloudTrail names the registry,
+    and the URL, in the store's access log, names the user)."""
+    return (
+        record.credential_vending
+        and record.auth_mode is AuthMode.ROLE
+        and record.provider.speaks_s3
+    )
+
+
+def _url_attribution(
+    requester: Requester, audit: Mapping[str, str] | None
+) -> tuple[dict[str, str], str | None]:
+    """The audit parameters a URL carries (what a trusted caller sent wins: it is what Fence
+    would sign) and the request id signed beside them."""
+    user = _session_user(requester)
+    named = {
+        "username": user.name,
+        "user_id": user.user_id,
+        "client_id": user.client_id,
+    }
+    derived = {name: audit_text(value) for name, value in named.items() if value}
+    return {**derived, **(audit or {})}, user.request_id
 
 
 def _session_user(requester: Requester) -> SessionUser:

@@ -8,7 +8,8 @@ from fastapi.responses import JSONResponse
 from app.api.delegation import requester_for
 from app.api.deps import BEARER_SECURITY, TrustedOrUserCallerDep
 from app.api.errors import documented_errors
-from app.api.schemas import CredentialsRequest, VendedCredentials
+from app.api.schemas import CredentialsRequest, DownscopedAccessToken, VendedCredentials
+from app.storage.gcs.downscope import DownscopedToken
 from app.storage.session_policy import CredentialOp
 
 router = APIRouter(tags=["data"])
@@ -19,19 +20,21 @@ _NOT_STORED = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 @router.post(
     "/credentials",
-    response_model=VendedCredentials,
-    summary="Vend temporary S3 credentials scoped to a prefix",
+    response_model=VendedCredentials | DownscopedAccessToken,
+    summary="Vend temporary credentials scoped to a prefix: S3 keys, or a gcp access token",
     openapi_extra=BEARER_SECURITY,
     responses=documented_errors(
         {
             400: "Invalid input (prefix, ops, duration, a policy too large for STS), or the"
-            " bucket vends no credentials",
+            " bucket vends no credentials (or, on gcp, delete asked without write, a prefix"
+            " with a quote or backslash, or a static key's token shorter than an hour)",
             401: "Missing, invalid or expired token",
             403: "Denied by the bindings or Arborist for one of the ops, the bucket is"
             " suspended or takes no uploads",
             404: "Unknown bucket",
-            503: "Arborist, the database, the secrets manager or STS is unavailable, or STS"
-            " refused the scoped session (the role's trust policy)",
+            503: "Arborist, the database, the secrets manager or STS (AWS's, the store's or"
+            " Google's) is unavailable, or STS refused the scoped session (the role's trust"
+            " policy; on gcp, the service account's roles on the bucket)",
         }
     ),
 )
@@ -46,6 +49,16 @@ async def vend_credentials(
         [CredentialOp(op) for op in body.ops],
         body.duration,
     )
+    answer: dict[str, str | None]
+    if isinstance(vended, DownscopedToken):
+        answer = {
+            "access_token": vended.access_token,
+            "expiration": vended.expiration.isoformat(),
+            "bucket": body.bucket,
+            "prefix": body.prefix,
+            "provider": "gcp",
+        }
+        return JSONResponse(answer, headers=_NOT_STORED)
     answer = {
         "access_key_id": vended.access_key_id,
         "secret_access_key": vended.secret_access_key,

@@ -131,6 +131,17 @@ class VendedCredentials(BaseModel):
     prefix: str
 
 
+class DownscopedAccessToken(BaseModel):
+    """A gcp bucket's answer: an OAuth access token limited by a Credential Access Boundary to
+    the prefix and the ops asked, for the caller alone."""
+
+    access_token: str = Field(description="Send as 'Authorization: Bearer' to Cloud Storage")
+    expiration: datetime
+    bucket: str
+    prefix: str
+    provider: Literal["gcp"] = "gcp"
+
+
 class PresignedUrl(BaseModel):
     url: str
     method: str

@@ -23,7 +23,7 @@ from app.storage.credentials import SigningCredentials
 from app.storage.s3 import S3BucketSigner
 from app.storage.service import StorageService
 from app.storage.session_policy import CredentialOp
-from app.storage.vending import MIN_DURATION, SessionUser
+from app.storage.vending import MIN_DURATION, SessionUser, VendedCredentials
 
 PROBE_PREFIX = ".bucket-registry-probe/"
 CheckStatus = Literal["pass", "fail", "skipped"]
@@ -87,7 +87,11 @@ class BucketProbe:
         if bucket.auth_mode is AuthMode.ROLE and bucket.role_arn:
             try:
                 session = await self.storage.sts.session_for(
-                    bucket.role_arn, bucket.external_id, 60, bucket_name=bucket.name
+                    bucket.role_arn,
+                    bucket.external_id,
+                    60,
+                    bucket_name=bucket.name,
+                    source_identity=self.storage.signing_source_identity(bucket),
                 )
                 checks["role_assumable"] = CheckResult(
                     "pass", f"session valid until {session.expires_at.isoformat()}"
@@ -146,6 +150,8 @@ class BucketProbe:
             )
         except Exception as exc:
             return CheckResult("fail", f"no credential vended: {_reason(exc)}")
+        if not isinstance(vended, VendedCredentials):
+            return CheckResult("skipped", "only S3-speaking buckets vend credentials")
         scoped = S3BucketSigner(
             bucket.name,
             signer.layout,

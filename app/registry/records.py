@@ -176,6 +176,8 @@ class BucketRecord:
             self.secret_ref,
             self.secret_version,
             self.service_account,
+            # Vending buckets sign with a session that carries the registry's SourceIdentity.
+            self.credential_vending,
         )
 
     @property

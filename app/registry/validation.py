@@ -307,25 +307,25 @@ def validate_bucket_spec(spec: dict[str, Any], allowlist: Iterable[str]) -> dict
 def _validate_vending(
     spec: dict[str, Any], provider: Provider, auth_mode: AuthMode, allowlist: Iterable[str]
 ) -> None:
-    """Credential vending needs an STS that can scope a session: AWS's for a role, or the
-    store's own (MinIO's AssumeRole) for a static key pair on an S3-compatible store."""
+    """Credential vending needs an STS that can scope a session: AWS's for a role, the
+    store's own (MinIO's AssumeRole) for a static key pair on an S3-compatible store, or
+    Google's token exchange for a gcp bucket's service account (key or workload identity)."""
     sts_endpoint = spec.get("sts_endpoint")
     if sts_endpoint:
-        if not provider.speaks_s3:
-            raise InvalidInput("sts_endpoint: only S3-speaking buckets use an STS")
+        # For gcp buckets it is the token-exchange endpoint (Google's STS).
         try:
             spec["sts_endpoint"] = validate_endpoint(sts_endpoint, allowlist)
         except InvalidInput as exc:
             raise InvalidInput("sts_" + exc.message) from None
-    if spec.get("max_credential_ttl") is not None and not provider.speaks_s3:
-        raise InvalidInput("max_credential_ttl: only S3-speaking buckets vend credentials")
     if not spec.get("credential_vending"):
         return
     if provider is Provider.GCP:
-        raise InvalidInput(
-            "credential_vending: not available for gcp buckets (downscoped tokens are not"
-            " supported); presign URLs instead"
-        )
+        if auth_mode not in (AuthMode.STATIC, AuthMode.WORKLOAD_IDENTITY):
+            raise InvalidInput(
+                "credential_vending: gcp buckets vend downscoped tokens of their service"
+                " account (auth_mode static or workload_identity)"
+            )
+        return
     if auth_mode is AuthMode.WORKLOAD_IDENTITY:
         raise InvalidInput(
             "credential_vending: needs auth_mode role (AWS STS) or static keys on a store whose"

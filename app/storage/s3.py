@@ -354,6 +354,13 @@ class S3BucketSigner:
                 await asyncio.to_thread(_remove_quietly, ca_path)
 
 
+def signing_source_identity(bucket: BucketRecord, settings: Settings) -> str | None:
+    """The SourceIdentity of a role bucket's signing session: the registry's own name when
+    the bucket vends credentials (its trust policy then allows ``sts:SetSourceIdentity``),
+    else none, so existing role buckets keep working unchanged."""
+    return settings.source_identity if bucket.credential_vending else None
+
+
 class S3SignerFactory:
     """Builds ``S3BucketSigner``s: credentials by auth mode, URL layout by botocore's rules."""
 
@@ -465,7 +472,11 @@ class S3SignerFactory:
                     "sts", f"bucket {bucket.name} uses a role but has no role_arn"
                 )
             session = await self._sts.session_for(
-                bucket.role_arn, bucket.external_id, min_lifetime, bucket_name=bucket.name
+                bucket.role_arn,
+                bucket.external_id,
+                min_lifetime,
+                bucket_name=bucket.name,
+                source_identity=signing_source_identity(bucket, self._settings),
             )
             return session.credentials, ca_bundle_pem
         return await self._workload_credentials(), ca_bundle_pem

@@ -24,11 +24,13 @@ from app.storage.base import (
     utcnow,
 )
 from app.storage.credentials import SecretSource
+from app.storage.gcs.downscope import DownscopedToken, GcsTokenVendor
 from app.storage.gcs.signer import GcsSignerFactory
-from app.storage.s3 import S3BucketSigner, S3SignerFactory
+from app.storage.s3 import S3BucketSigner, S3SignerFactory, signing_source_identity
 from app.storage.session_policy import CredentialOp
 from app.storage.sts import StsSessions
-from app.storage.unsigned import unsigned_url, validated_audit
+from app.storage.sts_clients import StsClients
+from app.storage.unsigned import REQUEST_ID_PARAM, audit_text, unsigned_url, validated_audit
 from app.storage.vending import CredentialVendor, SessionUser, VendedCredentials
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class StorageService:
         max_attempts: int = 3,
         observe: Callable[[str, float, bool], None] | None = None,
         netguard: NetGuard | None = None,
+        sts_clients: StsClients | None = None,
     ) -> None:
         self._settings = settings
         netguard = netguard or NetGuard(settings.endpoint_allowlist)
@@ -106,13 +109,30 @@ class StorageService:
             )
             factories = defaults
         self._factories = dict(factories)
-        self.vendor = CredentialVendor(
-            settings,
-            secrets,
-            session=session,
-            netguard=netguard,
-            max_attempts=max_attempts,
-            observe=observe,
+        # The container owns a shared pool and closes it; one built here is closed here.
+        self._owns_sts_clients = sts_clients is None
+        if sts_clients is None:
+            sts_clients = StsClients(
+                session,
+                netguard,
+                trusted_endpoint=settings.sts_endpoint_url,
+                max_attempts=max_attempts,
+            )
+        self.sts_clients = sts_clients
+        self.vendor = CredentialVendor(settings, secrets, clients=self.sts_clients, observe=observe)
+        gcs = self._factories.get(Provider.GCP)
+        self.gcs_vendor = (
+            GcsTokenVendor(
+                settings,
+                secrets,
+                apis=gcs.apis,
+                pod_tokens=gcs.pod_tokens,
+                netguard=netguard,
+                clock=self._now,
+                observe=observe,
+            )
+            if isinstance(gcs, GcsSignerFactory)
+            else None
         )
         # Signer lifetimes follow credential expiry, a wall-clock instant.
         epoch = self._epoch_seconds
@@ -145,6 +165,10 @@ class StorageService:
             assume_count=self.sts.assume_count,
             cache=self._signers.stats,
         )
+
+    def signing_source_identity(self, bucket: BucketRecord) -> str | None:
+        """The SourceIdentity the bucket's signing session carries, if any."""
+        return signing_source_identity(bucket, self._settings)
 
     def clamp_expires_in(self, requested: int | None) -> int:
         """The URL lifetime to use: the default when none is asked, never above the maximum."""
@@ -184,6 +208,7 @@ class StorageService:
         params: Mapping[str, str] | None = None,
         resumable: bool = False,
         audit: Mapping[str, str] | None = None,
+        request_id: str | None = None,
     ) -> PresignedRequest:
         """A URL for ``op`` on ``key``; authorization and the key rules are the caller's
         business (``AccessService`` checks both, once per request).
@@ -192,7 +217,8 @@ class StorageService:
         Requester-pays S3 buckets get ``x-amz-request-payer=requester`` signed in.
         ``audit`` (``user_id``, ``username``, ``client_id``) is signed into S3 GET URLs, as
         Fence does, so the store's access logs name who a download was for; uploads, other
-        methods and gcp URLs carry none.
+        methods and gcp URLs carry none. ``request_id`` is signed in beside them, as
+        ``request_id``, so a store's access-log line joins the registry's decision line.
         """
         method = HTTP_METHOD_FOR_OP.get(op)
         if method is None:
@@ -201,7 +227,9 @@ class StorageService:
             if bucket.provider is not Provider.GCP or op is not Op.WRITE:
                 raise InvalidInput("resumable uploads are for write on gcp buckets only")
             method = "POST"
-        attribution = validated_audit(audit) if audit else {}
+        attribution = dict(validated_audit(audit)) if audit else {}
+        if request_id:
+            attribution[REQUEST_ID_PARAM] = audit_text(request_id)
         lifetime = self.clamp_expires_in(expires_in)
         signer = await self.signer_for(bucket, min_lifetime=lifetime)
         extra = dict(params or {})
@@ -218,10 +246,14 @@ class StorageService:
         ops: tuple[CredentialOp, ...],
         duration: int | None,
         user: SessionUser,
-    ) -> VendedCredentials:
-        """A new STS session scoped to ``ops`` under ``prefix``; authorization is the caller's
-        business (``AccessService.vend_credentials``)."""
+    ) -> VendedCredentials | DownscopedToken:
+        """A new STS session (S3) or downscoped token (gcp) scoped to ``ops`` under
+        ``prefix``; authorization is the caller's business (``AccessService.vend_credentials``)."""
         lifetime = self.vendor.duration_for(bucket, duration)
+        if bucket.provider is Provider.GCP:
+            if self.gcs_vendor is None:
+                raise DependencyUnavailable("storage", "gcp token vending is not available")
+            return await self.gcs_vendor.vend(bucket, prefix, ops, lifetime)
         return await self.vendor.vend(bucket, prefix, ops, lifetime, user)
 
     def unsigned(self, bucket: BucketRecord, key: str) -> PresignedRequest:
@@ -313,6 +345,10 @@ class StorageService:
         for factory in {id(factory): factory for factory in self._factories.values()}.values():
             await factory.aclose()
         await self.sts.aclose()
+        if self.gcs_vendor is not None:
+            await self.gcs_vendor.aclose()
+        if self._owns_sts_clients:
+            await self.sts_clients.aclose()
 
     def _factory_for(self, bucket: BucketRecord) -> SignerFactory:
         factory = self._factories.get(bucket.provider)

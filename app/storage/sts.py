@@ -25,7 +25,8 @@ from app.storage.credentials import SigningCredentials
 
 log = logging.getLogger(__name__)
 
-SessionKey = tuple[str, str | None]
+# (role ARN, external id, SourceIdentity): a session with a source identity is a different one.
+SessionKey = tuple[str, str | None, str | None]
 
 # Answers from STS that retrying cannot fix: the role's trust policy, the external id or the
 # requested duration is wrong. They are configuration errors, not outages.
@@ -78,7 +79,8 @@ def role_session_name(bucket_name: str | None) -> str:
 
 
 class StsSessions:
-    """Assumes roles and keeps each ``(role_arn, external_id)`` session until shortly before expiry.
+    """Assumes roles and keeps each ``(role_arn, external_id, source_identity)`` session until
+    shortly before expiry.
 
     ``session_for`` answers from the cache while the session can still sign for the caller's
     lifetime, and otherwise assumes the role again, once for all concurrent callers.
@@ -160,16 +162,21 @@ class StsSessions:
         min_remaining: int,
         *,
         bucket_name: str | None = None,
+        source_identity: str | None = None,
     ) -> AssumedSession:
         """A session for the role that can sign URLs living ``min_remaining`` seconds.
 
         If even a fresh session is shorter than that, the caller must shorten its URLs to the
-        session's remaining life (see ``base.lifetime_within``).
+        session's remaining life (see ``base.lifetime_within``). ``source_identity`` is set on
+        the session (the registry's own name, for buckets whose trust policy allows
+        ``sts:SetSourceIdentity``), so CloudTrail shows it on every use of the session.
         """
-        key: SessionKey = (role_arn, external_id)
+        key: SessionKey = (role_arn, external_id, source_identity)
 
         def assume() -> Awaitable[AssumedSession]:
-            return self._assume(role_arn, external_id, role_session_name(bucket_name))
+            return self._assume(
+                role_arn, external_id, role_session_name(bucket_name), source_identity
+            )
 
         session = await self._sessions.get(key, assume, ttl=self._ttl)
         if self.covers(session.expires_at, min_remaining):
@@ -180,13 +187,17 @@ class StsSessions:
         return fresh
 
     def invalidate(self, role_arn: str, external_id: str | None) -> None:
-        self._sessions.invalidate((role_arn, external_id))
+        self._sessions.invalidate_where(lambda key: key[:2] == (role_arn, external_id))
 
     def _ttl(self, session: AssumedSession) -> float:
         return (session.expires_at - self._now()).total_seconds() - self.margin
 
     async def _assume(
-        self, role_arn: str, external_id: str | None, session_name: str
+        self,
+        role_arn: str,
+        external_id: str | None,
+        session_name: str,
+        source_identity: str | None = None,
     ) -> AssumedSession:
         client = await self._sts_client()
         params: dict[str, Any] = {
@@ -196,6 +207,8 @@ class StsSessions:
         }
         if external_id:
             params["ExternalId"] = external_id
+        if source_identity:
+            params["SourceIdentity"] = source_identity
         self.assume_count += 1
         started = time.perf_counter()
         ok = False

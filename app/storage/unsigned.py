@@ -39,6 +39,16 @@ def validated_audit(audit: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(audit))
 
 
+# The registry's own attribution parameter, beside Fence's: the request that signed the URL.
+REQUEST_ID_PARAM = "request_id"
+_NOT_AUDIT_TEXT = re.compile(r"[^\x21-\x7e]|[&=?#%+]")
+
+
+def audit_text(raw: str) -> str:
+    """``raw`` made a valid audit value: characters ``validated_audit`` refuses become '-'."""
+    return _NOT_AUDIT_TEXT.sub("-", raw)[:_MAX_AUDIT_VALUE] or "-"
+
+
 def _quoted(key: str) -> str:
     # S3 and GCS both take the key as a path: '/' separates, everything else not unreserved
     # is percent-encoded (the encoding botocore uses in the signed URLs).

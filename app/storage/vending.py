@@ -12,7 +12,6 @@ session's ARN) join the registry's decision log line by line.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -22,17 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from app.config import Settings
 from app.errors import DependencyUnavailable, InvalidInput, SecretNotFound
-from app.netguard import DestinationRefused, GuardedResolver, NetGuard, refusal_in
+from app.netguard import DestinationRefused, refusal_in
 from app.registry.records import AuthMode, BucketRecord
 from app.storage.base import as_utc
 from app.storage.credentials import SecretSource, SigningCredentials, static_secret
-from app.storage.s3 import _remove_quietly, _write_temp_pem
 from app.storage.session_policy import (
     MAX_SESSION_POLICY_CHARS,
     CredentialOp,
@@ -40,6 +36,7 @@ from app.storage.session_policy import (
     partition_of,
     session_policy,
 )
+from app.storage.sts_clients import StsClients
 
 log = logging.getLogger(__name__)
 
@@ -145,18 +142,14 @@ class CredentialVendor:
         settings: Settings,
         secrets: SecretSource,
         *,
-        session: AioSession,
-        netguard: NetGuard,
-        max_attempts: int = 3,
+        clients: StsClients,
         observe: Callable[[str, float, bool], None] | None = None,
     ) -> None:
         self._settings = settings
         self._secrets = secrets
-        self._session = session
-        # The registry's own STS endpoint is operator configuration; a bucket's is not.
-        self._netguard = netguard
+        # Kept across vends; the registry's own STS endpoint is trusted there, a bucket's not.
+        self._clients = clients
         self._trusted_sts = settings.sts_endpoint_url
-        self._max_attempts = max_attempts
         self._observe = observe
         self.vend_count = 0
 
@@ -269,38 +262,12 @@ class CredentialVendor:
         ca_bundle_pem: str | None,
         params: Mapping[str, Any],
     ) -> Any:
-        guard = self._netguard
-        if endpoint is not None and endpoint == self._trusted_sts:
-            guard = guard.trusting(endpoint)
-        ca_path = None
         try:
             if endpoint is not None:
                 # aiohttp hands address literals straight to connect(), past the resolver hook.
-                await guard.check_url(endpoint)
-            if ca_bundle_pem:
-                ca_path = await asyncio.to_thread(_write_temp_pem, ca_bundle_pem)
-            config = AioConfig(
-                retries={"mode": "standard", "total_max_attempts": self._max_attempts},
-                connect_timeout=5,
-                read_timeout=10,
-                connector_args={"resolver": GuardedResolver(guard)},
-            )
-            key_args: dict[str, Any] = {}
-            if keys is not None:
-                key_args = {
-                    "aws_access_key_id": keys.access_key_id,
-                    "aws_secret_access_key": keys.secret_access_key,
-                    "aws_session_token": keys.session_token,
-                }
-            async with self._session.create_client(
-                "sts",
-                region_name=region,
-                endpoint_url=endpoint,
-                config=config,
-                verify=ca_path,
-                **key_args,
-            ) as client:
-                return await client.assume_role(**params)
+                await self._clients.guard_for(endpoint).check_url(endpoint)
+            client = await self._clients.client(endpoint, region, keys, ca_bundle_pem)
+            return await client.assume_role(**params)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
             if code == "PackedPolicyTooLarge":
@@ -324,6 +291,3 @@ class CredentialVendor:
             raise DependencyUnavailable(
                 "sts", f"STS is unreachable ({type(exc).__name__})"
             ) from exc
-        finally:
-            if ca_path is not None:
-                await asyncio.to_thread(_remove_quietly, ca_path)

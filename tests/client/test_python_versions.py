@@ -27,6 +27,9 @@ import bucket_registry_client as brc
 from bucket_registry_client.fence import FenceBucketRegistry
 
 def answer(request):
+    if request.url.path == "/credentials":
+        return httpx.Response(200, json={"access_token": "t", "expiration": "2030-01-01T00:00:00Z",
+                                         "bucket": "b", "prefix": "p/", "provider": "gcp"})
     if request.url.path == "/presign" and json.loads(request.content)["bucket"] == "b":
         return httpx.Response(200, json={"url": "https://b.example/k?sig", "method": "GET",
                                          "expires_at": "2030-01-01T00:00:00.123Z", "headers": {}})
@@ -38,6 +41,9 @@ client = brc.BucketRegistryClient("http://registry", service_token="svc",
 signed = client.presign("b", "k", "read", brc.OnBehalfOf.user("alice"),
                         grant=brc.Grant(authz=("/a",)))
 assert signed.url.endswith("?sig") and signed.expires_at.year == 2030
+token = client.credentials("b", "p/", ["read", "list"], brc.OnBehalfOf.user("alice"),
+                           duration=900, grant=brc.Grant(authz=("/a",)))
+assert isinstance(token, brc.GcsAccessToken) and token.expiration.year == 2030
 try:
     client.resolve("missing")
 except brc.BucketNotFound as exc:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from app.config import Settings
 from tests.e2e.conftest import (
     ALL_OPS,
     PROJECT,
@@ -21,6 +23,7 @@ from tests.e2e.conftest import (
     Flow,
     boto,
     put_static_secret,
+    send,
 )
 from tests.e2e.test_trusted_callers import FENCE_SA, cluster  # noqa: F401 - a fixture
 from tests.support.fence import ServiceAccountIssuer
@@ -448,3 +451,101 @@ async def test_validate_fails_a_store_that_ignores_session_policies(
     assert report.json()["ok"] is False
     # Nothing the probe wrote stays behind.
     assert boto(moto, "s3").list_objects_v2(Bucket="lax-store").get("KeyCount") == 0
+
+
+async def test_vends_share_one_sts_client_and_its_connection(
+    vend_flow: Flow, gateway: S3Gateway
+) -> None:
+    flow = vend_flow
+    flow.arborist.grant("alice", "reader", PROJECT)
+    flow.arborist.grant("bob", "reader", PROJECT)
+    pool = flow.services.sts_clients
+    before = pool.created
+
+    for user in ("alice", "bob", "alice", "bob", "alice"):
+        answer = await vend(flow, user, bucket=ROLE_BUCKET, prefix="incoming/", ops=["read"])
+        assert answer.status_code == 200, answer.text
+    # Five sessions, each for its caller, asked over one client and one kept-alive connection.
+    assert len(gateway.sts_calls) == 5
+    assert len({call.access_key_id for call in gateway.sts_calls}) == 5
+    assert pool.created - before == 1
+    assert len(gateway.sts_connections) == 1
+
+    # A static bucket signs AssumeRole with its own keys: a client of its own, reused too.
+    for _ in range(3):
+        answer = await vend(flow, "bob", bucket=STATIC_BUCKET, prefix="incoming/", ops=["read"])
+        assert answer.status_code == 200, answer.text
+    assert pool.created - before == 2
+    assert len(gateway.sts_connections) == 2
+    assert {call.signed_by for call in gateway.sts_calls[-3:]} == {STATIC_KEY_ID}
+
+    # Shutdown closes them.
+    await flow.services.aclose()
+    assert len(pool) == 0
+
+
+async def test_presigned_urls_of_a_vending_role_bucket_name_the_user_and_the_request(
+    make_flow, moto, gateway: S3Gateway
+) -> None:
+    # The registry's own STS is the gateway here, so the signing session's AssumeRole is seen.
+    flow: Flow = await make_flow(sts_endpoint_url=gateway.url)
+    s3 = boto(moto, "s3")
+    for name in (ROLE_BUCKET, PLAIN_BUCKET):
+        s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=ROLE_BUCKET, Key="incoming/r1.cram", Body=b"reads")
+    s3.put_object(Bucket=PLAIN_BUCKET, Key="incoming/r1.cram", Body=b"plain")
+    await flow.register(role_bucket(gateway), "incoming/", ALL_OPS)
+    plain = {**role_bucket(gateway), "name": PLAIN_BUCKET, "credential_vending": False}
+    plain["role_arn"] = ROLE_ARN.replace("gen3-abc-data", "gen3-abc-plain")
+    await flow.register(plain, "incoming/", ALL_OPS)
+    flow.arborist.grant("alice", "reader", PROJECT)
+    flow.arborist.grant("alice", "writer", PROJECT)
+
+    signed = await flow.call(
+        "POST",
+        "/presign",
+        json={"bucket": ROLE_BUCKET, "key": "incoming/r1.cram", "op": "read"},
+        headers={**flow.user("alice"), "X-Request-ID": "req-0042-download"},
+    )
+    assert signed.status_code == 200, signed.text
+    query = dict(parse_qsl(urlsplit(signed.json()["url"]).query))
+    assert query["username"] == "alice"
+    assert query["request_id"] == "req-0042-download" == signed.headers["x-request-id"]
+    # The gateway verified the signature over those parameters and served the object; the
+    # session that signed carries the registry's SourceIdentity, not the user's.
+    fetched = await send(signed.json())
+    assert fetched.status_code == 200 and fetched.content == b"reads"
+    signing = [call for call in gateway.sts_calls if call.params["RoleArn"] == ROLE_ARN]
+    assert len(signing) == 1
+    assert signing[0].source_identity == "bucket-registry"
+    assert signing[0].params["RoleSessionName"] == f"bucket-registry-{ROLE_BUCKET}"
+    assert gateway.seen[-1].source_identity == "bucket-registry"
+    assert gateway.seen[-1].access_key_id == query["X-Amz-Credential"].split("/")[0]
+
+    # Uploads carry no audit parameters (Fence's contract signs them into GETs only).
+    upload = await flow.presign("alice", ROLE_BUCKET, "incoming/new", "write")
+    assert "username=" not in upload.json()["url"]
+    assert "request_id=" not in upload.json()["url"]
+
+    # A role bucket without vending: no SourceIdentity asked (its trust policy need not allow
+    # it), and its URLs are as before.
+    other = await flow.presign("alice", PLAIN_BUCKET, "incoming/r1.cram", "read")
+    assert other.status_code == 200, other.text
+    assert "username=" not in other.json()["url"]
+    plain_calls = [call for call in gateway.sts_calls if call.params["RoleArn"] != ROLE_ARN]
+    assert len(plain_calls) == 1 and plain_calls[0].source_identity is None
+    assert (await send(other.json())).content == b"plain"
+
+
+async def test_the_registrys_source_identity_is_a_setting(
+    make_flow, moto, gateway: S3Gateway
+) -> None:
+    flow: Flow = await make_flow(sts_endpoint_url=gateway.url, source_identity="gen3-registry")
+    boto(moto, "s3").create_bucket(Bucket=ROLE_BUCKET)
+    await flow.register(role_bucket(gateway), "incoming/", {"read": True})
+    flow.arborist.grant("alice", "reader", PROJECT)
+    signed = await flow.presign("alice", ROLE_BUCKET, "incoming/x", "read")
+    assert signed.status_code == 200, signed.text
+    assert gateway.sts_calls[-1].source_identity == "gen3-registry"
+    with pytest.raises(ValueError, match="source_identity"):
+        Settings(source_identity="has spaces")

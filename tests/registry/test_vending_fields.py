@@ -47,6 +47,23 @@ def spec(**overrides: Any) -> dict[str, Any]:
         ),
         # Staged configuration: an STS endpoint with vending still off.
         spec(credential_vending=False, sts_endpoint="https://sts.example.org"),
+        # gcp: downscoped tokens of the service account, through Google's or a named STS.
+        spec(
+            provider="gcp",
+            name="gcs-data",
+            auth_mode="static",
+            role_arn=None,
+            secret_ref="aws-sm://k",
+            max_credential_ttl=3600,
+        ),
+        spec(
+            provider="gcp",
+            name="gcs-data",
+            auth_mode="workload_identity",
+            role_arn=None,
+            service_account="reader@gen3-data.iam.gserviceaccount.com",
+            sts_endpoint="https://sts.googleapis.com",
+        ),
     ],
 )
 def test_what_may_vend(values: dict[str, Any]) -> None:
@@ -58,16 +75,6 @@ def test_what_may_vend(values: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        (
-            spec(
-                provider="gcp",
-                name="gcs-data",
-                auth_mode="static",
-                role_arn=None,
-                secret_ref="aws-sm://k",
-            ),
-            "not available for gcp buckets",
-        ),
         (spec(auth_mode="workload_identity", role_arn=None), "needs auth_mode role"),
         (
             spec(auth_mode="static", role_arn=None, secret_ref="aws-sm://k"),
@@ -83,13 +90,12 @@ def test_what_may_vend(values: dict[str, Any]) -> None:
             spec(
                 provider="gcp",
                 name="gcs-data",
-                auth_mode="static",
+                auth_mode="workload_identity",
                 role_arn=None,
-                secret_ref="aws-sm://k",
-                credential_vending=False,
-                max_credential_ttl=900,
+                service_account="reader@gen3-data.iam.gserviceaccount.com",
+                sts_endpoint="http://169.254.169.254",
             ),
-            "max_credential_ttl",
+            "sts_endpoint:",
         ),
     ],
 )

@@ -238,3 +238,37 @@ def test_tags_name_the_user_within_sts_rules() -> None:
     assert tags["gen3-via"] == "system:serviceaccount:default:fence"
     assert len(tags["gen3-bucket"]) == 256
     assert "gen3-request-id" not in tags
+
+
+async def test_the_sts_client_pool_keeps_one_client_per_identity_and_closes_the_oldest(
+    sts_stub: Any,
+) -> None:
+    from aiobotocore.session import AioSession
+
+    from app.netguard import NetGuard
+    from app.storage.credentials import SigningCredentials
+    from app.storage.sts_clients import StsClients, client_key
+
+    pool = StsClients(AioSession(), NetGuard(["127.0.0.1"]), max_clients=2)
+    first = SigningCredentials("AKIAFIRST", "first-secret")
+    second = SigningCredentials("AKIASECOND", "second-secret")
+    try:
+        registry = await pool.client(sts_stub.url, "us-east-1")
+        assert await pool.client(sts_stub.url, "us-east-1") is registry
+        keyed = await pool.client(sts_stub.url, "us-east-1", first)
+        assert (
+            keyed is not registry and await pool.client(sts_stub.url, "us-east-1", first) is keyed
+        )
+        # Rotated keys (same id, new secret) are another identity, so another client.
+        rotated = await pool.client(
+            sts_stub.url, "us-east-1", SigningCredentials("AKIAFIRST", "new")
+        )
+        assert rotated is not keyed
+        assert pool.created == 3 and len(pool) == 2  # the least recently used one was closed
+        await pool.client(sts_stub.url, "us-east-1", second)
+        assert len(pool) == 2
+        # No secret is held as a key of the pool.
+        assert "first-secret" not in repr(client_key(sts_stub.url, "us-east-1", first, None))
+    finally:
+        await pool.aclose()
+    assert len(pool) == 0

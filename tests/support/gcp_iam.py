@@ -6,7 +6,15 @@ Storage JSON API objects list, speaking their REST wire formats.
 - ``POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken`` issues a token for it.
 - ``POST /token`` accepts the JWT-bearer grant google-auth sends for a service-account key,
   checking the assertion's signature with the public half of a registered key.
-- ``GET /storage/v1/b/{bucket}/o`` lists objects for tokens whose account may read the bucket.
+- ``POST /v1/token`` is Google's Security Token Service: an RFC 8693 token exchange of an
+  access token the stub issued for one limited by the Credential Access Boundary sent in
+  ``options`` (URL-encoded JSON); the new token lives as long as the one it came from.
+- The Cloud Storage JSON API (``GET …/b/{bucket}/o`` lists, ``GET``/``DELETE …/o/{object}``,
+  ``POST /upload/storage/v1/b/{bucket}/o?uploadType=media&name=…``) and XML API
+  (``GET``/``PUT``/``DELETE /{bucket}/{object}``) for bearer tokens: an account's own tokens
+  may do what its roles on the bucket allow (``readers``: get and list, ``admins``: every
+  object call); a downscoped token may do only what its account may and its boundary allows
+  (``tests.support.gcs_boundary``). Refusals are recorded in ``boundary_denials``.
 
 Faults: ``fail_next`` answers the next requests with the listed statuses; ``fail_always``
 answers every request with one status.
@@ -18,18 +26,34 @@ import base64
 import json
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+from xml.sax.saxutils import escape
 
 import jwt
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tests.support.gcs_boundary import (
+    CREATE,
+    DELETE,
+    GET,
+    LIST,
+    LIST_PREFIX_ATTRIBUTE,
+    AccessBoundary,
+    InvalidBoundary,
+    StorageQuestion,
+)
 from tests.support.net import BackgroundHTTPServer, JsonHandler
 
 _ACCOUNT_PATH = "/v1/projects/-/serviceAccounts/"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -71,6 +95,37 @@ class GcsBucketState:
     readers: set[str] = field(default_factory=set)
     requester_pays: bool = False
     objects: list[str] = field(default_factory=list)
+    admins: set[str] = field(default_factory=set)
+    data: dict[str, bytes] = field(default_factory=dict)
+
+    def permits(self, account: str, permission: str) -> bool:
+        """What the account's own roles on the bucket allow."""
+        if account in self.admins:
+            return True
+        return account in self.readers and permission in (GET, LIST)
+
+    def names(self) -> list[str]:
+        return sorted(set(self.objects) | set(self.data))
+
+
+@dataclass(frozen=True)
+class Downscoped:
+    """A token issued by the token exchange: whose it is, its boundary, when it ends."""
+
+    account: str
+    boundary: AccessBoundary
+    options: dict[str, Any]
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class TokenExchange:
+    """A token exchange the stub answered: the form fields (but the subject token), the
+    boundary as sent, and the account the subject token was for."""
+
+    form: dict[str, str]
+    options: dict[str, Any] | None
+    account: str | None
 
 
 class PodTokens:
@@ -98,6 +153,13 @@ class _Handler(JsonHandler):
     def do_GET(self) -> None:
         self._dispatch("GET", b"")
 
+    def do_PUT(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._dispatch("PUT", body)
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE", b"")
+
     def _dispatch(self, method: str, body: bytes) -> None:
         stub = self.stub
         parts = urlsplit(self.path)
@@ -107,13 +169,36 @@ class _Handler(JsonHandler):
         if fault is not None:
             self._error(fault, "injected fault")
             return
+        query = parse_qs(parts.query)
         if method == "POST" and path == "/token":
             self._token(body)
+        elif method == "POST" and path == "/v1/token":
+            self._exchange(body)
         elif method == "POST" and path.startswith(_ACCOUNT_PATH) and ":" in path:
             email, _, verb = path[len(_ACCOUNT_PATH) :].rpartition(":")
             self._iam(email, verb, body)
-        elif method == "GET" and path.startswith("/storage/v1/b/") and path.endswith("/o"):
-            self._list(path[len("/storage/v1/b/") : -len("/o")], parse_qs(parts.query))
+        elif path.startswith("/storage/v1/b/"):
+            bucket, _, tail = path[len("/storage/v1/b/") :].partition("/")
+            if method == "GET" and tail == "o":
+                self._list(bucket, query)
+            elif tail.startswith("o/") and method in ("GET", "DELETE"):
+                self._object(method, bucket, tail[2:], query, b"", xml=False)
+            else:
+                self._error(404, "not found")
+        elif method == "POST" and path.startswith("/upload/storage/v1/b/") and path.endswith("/o"):
+            bucket = path[len("/upload/storage/v1/b/") : -len("/o")]
+            name = query.get("name", [""])[0]
+            if query.get("uploadType") != ["media"] or not name:
+                self._error(400, "only uploadType=media with a name is supported here")
+            else:
+                self._object("PUT", bucket, name, query, body, xml=False)
+        elif path.lstrip("/").partition("/")[0] in stub.buckets and method in (
+            "GET",
+            "PUT",
+            "DELETE",
+        ):
+            bucket, _, name = path.lstrip("/").partition("/")
+            self._object(method, bucket, name, query, body, xml=True)
         else:
             self._error(404, "not found")
 
@@ -140,8 +225,16 @@ class _Handler(JsonHandler):
                 {"keyId": "stub-key-1", "signedBlob": base64.b64encode(signature).decode()},
             )
         elif verb == "generateAccessToken":
-            token = stub.issue_storage_token(email)
-            self.send_json(200, {"accessToken": token, "expireTime": "2099-01-01T00:00:00Z"})
+            lifetime = int(str(request.get("lifetime", "3600s")).rstrip("s"))
+            if not 1 <= lifetime <= 3600:
+                self._error(400, "lifetime must be between 1s and 3600s")
+                return
+            stub.token_requests.append(request)
+            token = stub.issue_storage_token(email, lifetime=lifetime)
+            expires = datetime.fromtimestamp(stub.token_expiry[token], UTC)
+            self.send_json(
+                200, {"accessToken": token, "expireTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            )
         else:
             self._error(404, f"unknown method {verb}")
 
@@ -178,23 +271,155 @@ class _Handler(JsonHandler):
 
     def _list(self, bucket: str, query: Mapping[str, list[str]]) -> None:
         stub = self.stub
-        account = stub.storage_tokens.get(self._bearer() or "")
-        if account is None:
-            self._error(401, "Invalid Credentials")
-            return
         state = stub.buckets.get(bucket)
-        if state is None:
-            self._error(404, "The specified bucket does not exist.")
+        prefix = query.get("prefix", [""])[0]
+        question = StorageQuestion(LIST, bucket, None, {LIST_PREFIX_ATTRIBUTE: prefix})
+        if not self._authorized(question, state, xml=False):
             return
-        if account not in state.readers:
-            self._error(403, f"{account} does not have storage.objects.list access.")
-            return
+        assert state is not None
         if state.requester_pays and not query.get("userProject"):
             self._error(400, "Bucket is a requester pays bucket but no user project provided.")
             return
         limit = int(query.get("maxResults", ["1000"])[0])
-        items = [{"kind": "storage#object", "name": name} for name in state.objects[:limit]]
+        names = [name for name in state.names() if name.startswith(prefix)][:limit]
+        items = [{"kind": "storage#object", "name": name} for name in names]
         self.send_json(200, {"kind": "storage#objects", "items": items})
+
+    def _object(
+        self,
+        method: str,
+        bucket: str,
+        name: str,
+        query: Mapping[str, list[str]],
+        body: bytes,
+        *,
+        xml: bool,
+    ) -> None:
+        stub = self.stub
+        state = stub.buckets.get(bucket)
+        permission = {"GET": GET, "PUT": CREATE, "DELETE": DELETE}[method]
+        if not self._authorized(StorageQuestion(permission, bucket, name), state, xml=xml):
+            return
+        assert state is not None
+        if method == "PUT":
+            state.data[name] = body
+            self.send_json(200, {"kind": "storage#object", "bucket": bucket, "name": name})
+            return
+        if name not in state.data:
+            self._refuse(404, "No such object.", xml=xml)
+            return
+        if method == "DELETE":
+            del state.data[name]
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if xml or query.get("alt") == ["media"]:
+            data = state.data[name]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self.send_json(200, {"kind": "storage#object", "bucket": bucket, "name": name})
+
+    def _authorized(
+        self, question: StorageQuestion, state: GcsBucketState | None, *, xml: bool
+    ) -> bool:
+        """Whether the bearer may ask ``question``; answers the refusal itself when not."""
+        stub = self.stub
+        token = self._bearer() or ""
+        downscoped = stub.downscoped.get(token)
+        account = downscoped.account if downscoped else stub.storage_tokens.get(token)
+        expired = stub.now() >= stub.token_expiry.get(token, float("inf"))
+        if account is None or expired:
+            self._refuse(401, "Invalid Credentials", xml=xml)
+            return False
+        if state is None:
+            self._refuse(404, "The specified bucket does not exist.", xml=xml)
+            return False
+        allowed = state.permits(account, question.permission)
+        if allowed and downscoped is not None and not downscoped.boundary.allows(question):
+            stub.boundary_denials.append(question)
+            allowed = False
+        if not allowed:
+            self._refuse(
+                403,
+                f"{account} does not have {question.permission} access to"
+                f" {question.resource_name}.",
+                xml=xml,
+            )
+        return allowed
+
+    def _refuse(self, status: int, message: str, *, xml: bool) -> None:
+        if not xml:
+            self._error(status, message)
+            return
+        code = {401: "AuthenticationRequired", 403: "AccessDenied", 404: "NoSuchKey"}[status]
+        data = (
+            "<?xml version='1.0' encoding='UTF-8'?>"
+            f"<Error><Code>{code}</Code><Message>{escape(message)}</Message></Error>"
+        ).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _exchange(self, body: bytes) -> None:
+        """Google's STS token exchange (RFC 8693) with a Credential Access Boundary."""
+        stub = self.stub
+        form = {name: values[0] for name, values in parse_qs(body.decode()).items()}
+        subject = form.pop("subject_token", "")
+        account = stub.storage_tokens.get(subject)
+        options: dict[str, Any] | None = None
+        try:
+            if "options" in form:
+                options = json.loads(unquote(form["options"]))
+        except ValueError:
+            options = None
+        stub.exchanges.append(TokenExchange(dict(form), options, account))
+        if stub.exchange_fault is not None:
+            status, stub.exchange_fault = stub.exchange_fault, None
+            error = "invalid_grant" if status < 500 else "server_error"
+            self.send_json(status, {"error": error, "error_description": "injected fault"})
+            return
+        if form.get("grant_type") != TOKEN_EXCHANGE_GRANT:
+            self.send_json(400, {"error": "unsupported_grant_type"})
+            return
+        if (
+            form.get("subject_token_type") != ACCESS_TOKEN_TYPE
+            or form.get("requested_token_type") != ACCESS_TOKEN_TYPE
+        ):
+            self.send_json(400, {"error": "invalid_request", "error_description": "token type"})
+            return
+        expires_at = stub.token_expiry.get(subject, 0.0)
+        if account is None or stub.now() >= expires_at:
+            self.send_json(
+                400,
+                {"error": "invalid_grant", "error_description": "The subject token is invalid."},
+            )
+            return
+        try:
+            boundary = AccessBoundary.parse(options)
+        except InvalidBoundary as exc:
+            self.send_json(400, {"error": "invalid_request", "error_description": str(exc)})
+            return
+        assert options is not None
+        token = "ya29.downscoped-" + secrets.token_urlsafe(16)
+        with stub._lock:
+            stub.downscoped[token] = Downscoped(account, boundary, options, expires_at)
+            stub.token_expiry[token] = expires_at
+        self.send_json(
+            200,
+            {
+                "access_token": token,
+                "issued_token_type": ACCESS_TOKEN_TYPE,
+                "token_type": "Bearer",
+                "expires_in": int(expires_at - stub.now()),
+            },
+        )
 
     def _error(self, status: int, message: str) -> None:
         status_name = _STATUS_NAMES.get(status, "UNKNOWN")
@@ -228,6 +453,14 @@ class GoogleApiStub:
             self.pod_accounts: set[str] = set()
             self.pod_tokens: set[str] = set()
             self.storage_tokens: dict[str, str] = {}
+            self.token_expiry: dict[str, float] = {}
+            self.token_requests: list[dict[str, Any]] = []
+            self.downscoped: dict[str, Downscoped] = {}
+            self.exchanges: list[TokenExchange] = []
+            self.boundary_denials: list[StorageQuestion] = []
+            self.clock_offset = 0.0
+            # A status the token exchange answers with (Google's OAuth error body), once.
+            self.exchange_fault: int | None = None
             self.buckets: dict[str, GcsBucketState] = {}
             self.requests: list[tuple[str, str, str]] = []
             self.signed: list[bytes] = []
@@ -262,11 +495,16 @@ class GoogleApiStub:
         with self._lock:
             self.pod_tokens.clear()
 
-    def issue_storage_token(self, email: str) -> str:
+    def issue_storage_token(self, email: str, *, lifetime: int = 3600) -> str:
         token = "ya29.stub-" + secrets.token_urlsafe(16)
         with self._lock:
             self.storage_tokens[token] = email
+            self.token_expiry[token] = self.now() + lifetime
         return token
+
+    def now(self) -> float:
+        """The stub's clock (epoch seconds); ``clock_offset`` moves it, for expiry checks."""
+        return time.time() + self.clock_offset
 
     def record(self, method: str, path: str, query: str) -> None:
         with self._lock:

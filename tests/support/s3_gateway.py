@@ -21,6 +21,7 @@ Usage::
     gateway.seen[-1].access_key_id, gateway.rejections
     gateway.clock_offset = 7200   # pretend two hours passed (expiry checks)
     gateway.sts_calls[-1].source_identity, gateway.policy_denials
+    gateway.sts_connections       # the connections STS calls arrived on
     gateway.stop()
 """
 
@@ -159,6 +160,10 @@ class S3Gateway(BackgroundHTTPServer):
         self.rejections: list[str] = []
         self.sts_calls: list[StsCall] = []
         self.policy_denials: list[Authorization] = []
+        # TCP connections accepted, and the STS calls that arrived on each (by connection).
+        self.connections = 0
+        self.sts_connections: set[int] = set()
+        self.lock = threading.Lock()
         self.clock_offset = 0.0
         self._upstream_client = httpx.Client(timeout=60)
 
@@ -191,6 +196,8 @@ class S3Gateway(BackgroundHTTPServer):
         self.rejections.clear()
         self.sts_calls.clear()
         self.policy_denials.clear()
+        self.connections = 0
+        self.sts_connections.clear()
         self.clock_offset = 0.0
 
     def now(self) -> datetime:
@@ -417,6 +424,13 @@ def _sts_issued_key(access_key_id: str) -> _Key | None:
 class _GatewayHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        super().setup()
+        gateway: S3Gateway = self.server.owner  # type: ignore[attr-defined]
+        with gateway.lock:
+            gateway.connections += 1
+            self.connection_number = gateway.connections
+
     def do_GET(self) -> None:
         self._handle()
 
@@ -432,6 +446,7 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         headers = {name: value for name, value in self.headers.items()}
         if self.command == "POST" and parts.path == "/" and _is_sts(body):
+            gateway.sts_connections.add(self.connection_number)
             self._relay_sts(gateway, headers, body)
             return
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ from tenacity import (
 
 from app.errors import DependencyUnavailable
 from app.netguard import NetGuard, guarded_transport, refusal_in
+from app.storage.base import as_utc
 from app.storage.gcs.identity import DEVSTORAGE_READ_ONLY_SCOPE, AccessTokenProvider
 
 GCS_ENDPOINT = "https://storage.googleapis.com"
@@ -87,16 +89,32 @@ class GoogleApis:
         self, email: str, scopes: list[str], tokens: AccessTokenProvider
     ) -> str:
         """A short-lived access token for ``email``, obtained as the caller of ``tokens``."""
+        token, _expires = await self.issue_access_token(email, scopes, tokens, lifetime=300)
+        return token
+
+    async def issue_access_token(
+        self, email: str, scopes: list[str], tokens: AccessTokenProvider, *, lifetime: int
+    ) -> tuple[str, datetime]:
+        """An access token for ``email`` living ``lifetime`` seconds, and its expiry as IAM
+        states it. IAM refuses more than an hour unless the organization allows longer."""
         url = (
             f"{self._iam}/v1/projects/-/serviceAccounts/"
             f"{quote(email, safe='@')}:generateAccessToken"
         )
-        body = {"scope": scopes, "lifetime": "300s"}
+        body = {"scope": scopes, "lifetime": f"{lifetime}s"}
         what = f"IAM generateAccessToken for {email}"
         response = await self._send("iam", what, url, tokens, json=body)
+        if response.status_code == 400:
+            raise DependencyUnavailable(
+                "iam",
+                f"{what} refused a lifetime of {lifetime} s (HTTP 400): IAM issues at most"
+                " 3600 s unless the organization policy allows longer; lower the duration",
+            )
         _raise_for_iam(response.status_code, email, "obtain tokens for")
         try:
-            return str(response.json()["accessToken"])
+            answer = response.json()
+            expires = datetime.fromisoformat(str(answer["expireTime"]).replace("Z", "+00:00"))
+            return str(answer["accessToken"]), as_utc(expires)
         except (ValueError, KeyError, TypeError):
             raise DependencyUnavailable("iam", f"{what} sent a malformed answer") from None
 

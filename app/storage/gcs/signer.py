@@ -246,6 +246,11 @@ class GcsSignerFactory:
             "storage", f"bucket {bucket.name}: gcp buckets sign with static or workload_identity"
         )
 
+    @property
+    def pod_tokens(self) -> AccessTokenProvider:
+        """The registry's own Google identity, as IAM calls are made with it."""
+        return self._pod_tokens
+
     def fresh_enough(self, signer: BucketSigner, bucket: BucketRecord, min_lifetime: int) -> bool:
         """Always: gcp signing credentials do not expire under a URL."""
         return True

@@ -46,10 +46,13 @@ from bucket_registry_client.models import (
     PresignedUrl,
     PresignRequest,
     ResolvedBucket,
+    TemporaryCredentials,
     UserLike,
     as_caller,
     check_expires_in,
     check_location,
+    credentials_body,
+    temporary_credentials,
 )
 
 DEFAULT_TIMEOUT = 2.0
@@ -316,6 +319,19 @@ class _Base:
         body: dict[str, Any] = {"bucket": bucket}
         body["key" if key is not None else "prefix"] = key if key is not None else prefix
         return _Request("POST", "/objects/delete", json=self._data_body(body, caller, grant))
+
+    def _credentials(
+        self,
+        bucket: str,
+        prefix: str,
+        ops: Sequence[str],
+        duration: int | None,
+        caller: Caller,
+        grant: Grant | None,
+    ) -> _Request:
+        body = credentials_body(bucket, prefix, ops, duration)
+        # Sending it twice mints a second session and changes nothing in the store.
+        return _Request("POST", "/credentials", json=self._data_body(body, caller, grant))
 
     # -- attempts -----------------------------------------------------------------------------
 
@@ -661,6 +677,24 @@ class BucketRegistryClient(_Base):
         body = self._call(self._delete(bucket, key, prefix, caller, grant), caller)
         return self._read(lambda answer: int(answer["deleted"]), body)
 
+    def credentials(
+        self,
+        bucket: str,
+        prefix: str,
+        ops: Sequence[str],
+        user: UserLike,
+        *,
+        duration: int | None = None,
+        grant: Grant | None = None,
+    ) -> TemporaryCredentials:
+        """Temporary credentials for ``ops`` (``read``, ``write``, ``delete``, ``list``) under
+        ``prefix`` (``''`` or ending with ``/``), for bulk tools: ``S3Credentials`` for S3
+        stores, ``GcsAccessToken`` for gcp buckets. ``duration`` in seconds (at least 900) is
+        shortened by the registry to the bucket's maximum; ``expiration`` says when they end."""
+        caller = as_caller(user)
+        request = self._credentials(bucket, prefix, ops, duration, caller, grant)
+        return self._read(temporary_credentials, self._call(request, caller))
+
     def fence_buckets(self, user: UserLike | None = None) -> dict[str, Any]:
         """Every registered bucket in Fence's ``/data/buckets`` shape (no credentials)."""
         caller = as_caller(user) if user is not None else None
@@ -853,6 +887,20 @@ class AsyncBucketRegistryClient(_Base):
         caller = as_caller(user)
         body = await self._call(self._delete(bucket, key, prefix, caller, grant), caller)
         return self._read(lambda answer: int(answer["deleted"]), body)
+
+    async def credentials(
+        self,
+        bucket: str,
+        prefix: str,
+        ops: Sequence[str],
+        user: UserLike,
+        *,
+        duration: int | None = None,
+        grant: Grant | None = None,
+    ) -> TemporaryCredentials:
+        caller = as_caller(user)
+        request = self._credentials(bucket, prefix, ops, duration, caller, grant)
+        return self._read(temporary_credentials, await self._call(request, caller))
 
     async def fence_buckets(self, user: UserLike | None = None) -> dict[str, Any]:
         caller = as_caller(user) if user is not None else None

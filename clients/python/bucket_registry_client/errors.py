@@ -158,7 +158,13 @@ STATUSES: dict[int, type[RegistryClientError]] = {
 
 #: 503 codes about one bucket's configuration, not an outage.
 BUCKET_CONFIGURATION_CODES = frozenset(
-    {"secret_not_found", "role_not_assumable", "iam_signing_denied"}
+    {
+        "secret_not_found",
+        "role_not_assumable",
+        "iam_signing_denied",
+        # One bucket's trust policy (or service account roles) refuses scoped sessions.
+        "credential_vending_refused",
+    }
 )
 
 

@@ -101,6 +101,65 @@ class PresignedUrl:
         )
 
 
+@dataclass(frozen=True)
+class S3Credentials:
+    """Temporary S3 keys scoped to ``prefix`` of ``bucket`` (``POST /credentials``). The
+    secret parts are left out of ``repr`` so a log line of the object does not leak them."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+    expiration: datetime
+    region: str
+    endpoint: str | None
+    bucket: str
+    prefix: str
+    provider: str = "aws"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> S3Credentials:
+        return cls(
+            access_key_id=str(data["access_key_id"]),
+            secret_access_key=str(data["secret_access_key"]),
+            session_token=str(data["session_token"]),
+            expiration=_timestamp(data["expiration"]),
+            region=str(data["region"]),
+            endpoint=data.get("endpoint"),
+            bucket=str(data["bucket"]),
+            prefix=str(data["prefix"]),
+        )
+
+
+@dataclass(frozen=True)
+class GcsAccessToken:
+    """A Cloud Storage access token limited to ``prefix`` of ``bucket`` (gcp buckets)."""
+
+    access_token: str = field(repr=False)
+    expiration: datetime
+    bucket: str
+    prefix: str
+    provider: str = "gcp"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GcsAccessToken:
+        return cls(
+            access_token=str(data["access_token"]),
+            expiration=_timestamp(data["expiration"]),
+            bucket=str(data["bucket"]),
+            prefix=str(data["prefix"]),
+        )
+
+
+TemporaryCredentials = Union[S3Credentials, GcsAccessToken]
+
+
+def temporary_credentials(data: Mapping[str, Any]) -> TemporaryCredentials:
+    """The answer of ``POST /credentials``: a gcp token when it says so, else S3 keys."""
+    if data.get("provider") == "gcp":
+        return GcsAccessToken.from_json(data)
+    return S3Credentials.from_json(data)
+
+
 # -- what Fence sends --------------------------------------------------------------------------
 
 OPS = ("read", "write", "delete")
@@ -298,6 +357,28 @@ def check_location(bucket: Any, key: Any) -> None:
         raise _invalid("bucket must be a non-empty string")
     if not isinstance(key, str) or not key:
         raise _invalid("key must be a non-empty string")
+
+
+CREDENTIAL_OPS = ("read", "write", "delete", "list")
+
+
+def credentials_body(bucket: Any, prefix: Any, ops: Any, duration: Any) -> dict[str, Any]:
+    """The ``POST /credentials`` body, or ``Invalid`` before anything is sent."""
+    if not isinstance(bucket, str) or not bucket:
+        raise _invalid("bucket must be a non-empty string")
+    if not isinstance(prefix, str) or (prefix and not prefix.endswith("/")):
+        raise _invalid("prefix must be '' (the whole bucket) or end with '/'")
+    if isinstance(ops, str):
+        raise _invalid("ops must be a list of operations, not one string")
+    wanted = list(dict.fromkeys(ops))
+    if not wanted or any(op not in CREDENTIAL_OPS for op in wanted):
+        raise _invalid(f"ops must be a non-empty list drawn from {', '.join(CREDENTIAL_OPS)}")
+    body: dict[str, Any] = {"bucket": bucket, "prefix": prefix, "ops": wanted}
+    if duration is not None:
+        if isinstance(duration, bool) or not isinstance(duration, int) or duration < 1:
+            raise _invalid("duration must be a positive number of seconds")
+        body["duration"] = duration
+    return body
 
 
 def check_expires_in(expires_in: Any) -> None:
