@@ -100,12 +100,14 @@ class SelfService:
             return report
         return await self.probe.run(record, write_probe=write_probe)
 
-    async def _probe_candidate(self, record: BucketRecord, **changes: Any) -> ProbeReport:
+    async def _probe_candidate(
+        self, record: BucketRecord, *, write_probe: bool = False, **changes: Any
+    ) -> ProbeReport:
         # A candidate gets an id of its own: its signer must neither replace nor retire the one
         # the bucket is serving with.
         candidate = dataclasses.replace(record, id=uuid.uuid4(), **changes)
         try:
-            return await self.probe.run(candidate)
+            return await self.probe.run(candidate, write_probe=write_probe)
         finally:
             self.storage.invalidate_bucket(candidate.id)
 
@@ -117,7 +119,9 @@ class SelfService:
         row = await self.registry.get_bucket(name)
         pending_id = row.pending_external_id
         if pending_id:
-            report = await self._probe_candidate(record, external_id=pending_id)
+            report = await self._probe_candidate(
+                record, external_id=pending_id, write_probe=write_probe
+            )
         else:
             report = await self._probe(record, write_probe=write_probe)
         result = validation_result(report, external_id="pending" if pending_id else None)

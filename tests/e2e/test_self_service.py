@@ -549,3 +549,27 @@ async def test_the_console_lists_pending_registrations_and_an_admin_rejects_one(
     # A registrant is not an admin of the console.
     cookies["access_token"] = flow.issuer.token("owner")
     assert (await console("GET", "/console/pending")).status_code == 403
+
+
+async def test_a_write_probe_runs_with_the_pending_external_id(make_flow, moto, gateway) -> None:
+    flow = await setup(make_flow)
+    boto(moto, "s3").create_bucket(Bucket="abc-role")
+    await register(flow, role_body())
+    issued = await flow.call(
+        "POST", "/admin/buckets/abc-role/external-id", headers=flow.user("owner")
+    )
+    candidate = issued.json()["pending_external_id"]
+    gateway.seen.clear()
+
+    validated = await flow.call(
+        "POST", "/admin/buckets/abc-role/validate?write_probe=true", headers=flow.user("owner")
+    )
+    assert validated.status_code == 200, validated.text
+    assert validated.json()["checks"]["write_probe"]["status"] == "pass", validated.text
+    # The probe object was written, read and removed with a session assumed with the new ID.
+    assumed = sts_backends["123456789012"]["aws"].assumed_roles
+    candidate_keys = {role.access_key_id for role in assumed if role.external_id == candidate}
+    assert candidate_keys
+    written = {seen.method for seen in gateway.seen if seen.access_key_id in candidate_keys}
+    assert {"PUT", "GET", "DELETE"} <= written
+    assert (await record(flow, "abc-role"))["external_id"] == candidate
