@@ -204,7 +204,7 @@ class SecretStore:
         if not isinstance(backend, StagingSecretResolver):
             raise InvalidInput(
                 f"the {ref.scheme} secrets backend cannot stage versions; API-submitted keys"
-                " need aws-sm, vault or file (SELF_SERVICE_SECRETS)"
+                " need a backend that can (SELF_SERVICE_SECRETS)"
             )
         return ref, backend
 
