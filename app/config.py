@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     vault_auth_mount: str = "kubernetes"
     vault_token: str | None = None
     kubernetes_token_path: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    # Outside a cluster, the kubeconfig for k8s:// secrets (default: the client's own lookup).
+    kubeconfig: Path | None = None
     gcp_secret_manager_endpoint: str = "https://secretmanager.googleapis.com"  # noqa: S105
     gcp_iam_credentials_endpoint: str = "https://iamcredentials.googleapis.com"
     file_secrets_dir: Path | None = None

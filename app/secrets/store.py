@@ -53,7 +53,9 @@ DEFAULT_FACTORIES: Mapping[str, ResolverFactory] = MappingProxyType(
             auth_mount=settings.vault_auth_mount,
             jwt_path=settings.kubernetes_token_path,
         ),
-        K8S: lambda settings: KubernetesSecretResolver(),
+        K8S: lambda settings: KubernetesSecretResolver(
+            kubeconfig=str(settings.kubeconfig) if settings.kubeconfig else None
+        ),
         FILE: lambda settings: _file_resolver(settings),
     }
 )

@@ -5,9 +5,13 @@ buckets, and rotates keys through the API."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from moto.sts.models import sts_backends
 
 from tests.e2e.conftest import (
@@ -23,6 +27,7 @@ from tests.e2e.conftest import (
     put_static_secret,
 )
 from tests.e2e.test_data_path import key_id_of, send
+from tests.secrets.stubs import KubernetesStub
 
 OTHER_PROJECT = "/programs/DEV/projects/XYZ"
 SUBMITTER_ALL = ("reader", "writer")
@@ -573,3 +578,116 @@ async def test_a_write_probe_runs_with_the_pending_external_id(make_flow, moto, 
     written = {seen.method for seen in gateway.seen if seen.access_key_id in candidate_keys}
     assert {"PUT", "GET", "DELETE"} <= written
     assert (await record(flow, "abc-role"))["external_id"] == candidate
+
+
+SECRETS_NAMESPACE = "gen3-bucket-secrets"
+
+
+@pytest.fixture
+def kubernetes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The Kubernetes API stub and a kubeconfig for it (the registry runs outside a cluster)."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    stub = KubernetesStub().start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "stub", "cluster": {"server": stub.url}}],
+                "users": [{"name": "sa", "user": {"token": stub.token}}],
+                "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "sa"}}],
+                "current-context": "stub",
+            }
+        )
+    )
+    stub.kubeconfig = kubeconfig
+    yield stub
+    stub.stop()
+
+
+async def test_keys_rotate_through_kubernetes_secret_objects_on_every_replica(
+    make_flow, moto, gateway, kubernetes
+) -> None:
+    settings = {
+        "self_service_secrets": f"k8s://{SECRETS_NAMESPACE}/self-service",
+        "kubeconfig": kubernetes.kubeconfig,
+        # Long TTLs: only the change notification can explain what the second replica sees.
+        "bucket_cache_ttl": 600,
+        "secret_cache_ttl": 600,
+    }
+    flow = await setup(make_flow, **settings)
+    replica = await make_flow(**settings)
+    boto(moto, "s3").create_bucket(Bucket="abc-static")
+    await register(flow, static_body(gateway.url))
+    assert (await bind(flow, "abc-static")).status_code == 201
+    url = "/admin/buckets/abc-static/credentials"
+    owner = flow.user("owner")
+
+    async def secret_ref() -> str | None:
+        return (await flow.services.registry.get_bucket("abc-static")).secret_ref
+
+    async def key_on(which: Any) -> str:
+        body = {"bucket": "abc-static", "key": "k/one", "op": "read"}
+        signed = await which.call("POST", "/presign", json=body, headers=flow.user("submitter"))
+        assert signed.status_code == 200, signed.text
+        return key_id_of(signed.json()["url"])
+
+    first = await flow.call(
+        "PUT",
+        url,
+        json={"access_key_id": STATIC_KEY_ID, "secret_access_key": STATIC_SECRET},
+        headers=owner,
+    )
+    assert first.status_code == 200, first.text
+    assert first.json()["status"] == "active"
+    first_ref = await secret_ref()
+    assert first_ref is not None
+    assert first_ref.startswith(f"k8s://{SECRETS_NAMESPACE}/self-service-abc-static-")
+    assert kubernetes.names(SECRETS_NAMESPACE) == [first_ref.rsplit("/", 1)[-1]]
+    assert await key_on(flow) == STATIC_KEY_ID
+    assert await key_on(replica) == STATIC_KEY_ID
+
+    # Keys the store refuses change nothing: same reference, same version, no object left.
+    version = (await record(flow, "abc-static"))["version"]
+    bad = await flow.call(
+        "PUT",
+        url,
+        json={"access_key_id": "AKIAUNKNOWNKEY000001", "secret_access_key": "no"},
+        headers=owner,
+    )
+    assert bad.status_code == 400 and "nothing was changed" in bad.json()["message"]
+    assert await secret_ref() == first_ref
+    assert (await record(flow, "abc-static"))["version"] == version
+    assert kubernetes.names(SECRETS_NAMESPACE) == [first_ref.rsplit("/", 1)[-1]]
+    assert await key_on(replica) == STATIC_KEY_ID
+
+    rotated = await flow.call(
+        "PUT",
+        url,
+        json={"access_key_id": ROTATED_KEY_ID, "secret_access_key": ROTATED_SECRET},
+        headers=owner,
+    )
+    assert rotated.status_code == 200, rotated.text
+    second_ref = await secret_ref()
+    assert second_ref is not None and second_ref != first_ref
+    # The previous object is kept for rollback until a prune.
+    assert sorted(kubernetes.names(SECRETS_NAMESPACE)) == sorted(
+        ref.rsplit("/", 1)[-1] for ref in (first_ref, second_ref)
+    )
+    assert await key_on(flow) == ROTATED_KEY_ID
+    deadline = time.monotonic() + 1.0
+    while await key_on(replica) != ROTATED_KEY_ID:
+        assert time.monotonic() < deadline, "the second replica kept signing with the old key"
+        await asyncio.sleep(0.05)
+    # The old key no longer signs anything: the store refusing it changes nothing either.
+    gateway.keyring.pop(STATIC_KEY_ID)
+    read = await flow.presign("submitter", "abc-static", "k/one", "read")
+    assert (await send(read.json())).status_code in (200, 404)
+
+    pruned = await flow.call("POST", f"{url}/prune", headers=owner)
+    assert pruned.json() == {"ok": True, "versions_removed": 1}
+    assert kubernetes.names(SECRETS_NAMESPACE) == [second_ref.rsplit("/", 1)[-1]]
+    assert await actions(flow, "abc-static") == ["register", "bind", "rotate", "rotate", "prune"]
+    trail = await flow.call("GET", "/admin/buckets/abc-static/audit", headers=flow.admin)
+    assert STATIC_SECRET not in trail.text and ROTATED_SECRET not in trail.text
