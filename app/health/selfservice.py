@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from app.errors import Conflict, InvalidInput, RegistryError
+from app.errors import Conflict, InvalidInput, RegistryError, SecretNotFound
 from app.health.probe import CHECKS, BucketProbe, CheckResult, ProbeReport
 from app.registry.models import Bucket, utcnow
 from app.registry.records import AuthMode, BucketRecord, BucketStatus, Provider
@@ -29,6 +29,7 @@ from app.registry.service import Actor, RegistryService
 from app.secrets.base import StagedSecret
 from app.secrets.owned import OwnedSecrets
 from app.secrets.store import SecretStore
+from app.storage.gcs.keys import parse_service_account_key
 from app.storage.service import StorageService
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,18 @@ def key_fields(record: BucketRecord) -> tuple[str, ...]:
             f" keys;{hint}".rstrip(";")
         )
     return GCP_KEY_FIELDS if record.provider is Provider.GCP else S3_KEY_FIELDS
+
+
+def _check_service_account_key(key_json: str) -> None:
+    """``InvalidInput`` (saying what is wrong, never what was sent) unless ``key_json`` is a
+    service-account key file the signer can use; checked before anything is stored."""
+    try:
+        parse_service_account_key(key_json, "service_account_key_json")
+    except SecretNotFound as exc:
+        reason = exc.message.partition(": ")[2]
+        raise InvalidInput(
+            f"credentials: service_account_key_json is not a usable service-account key: {reason}"
+        ) from None
 
 
 class SelfService:
@@ -184,6 +197,8 @@ class SelfService:
             )
         if record.status is BucketStatus.REJECTED and registrant:
             raise Conflict("the bucket was rejected; only a bucket admin can change it now")
+        if "service_account_key_json" in payload:
+            _check_service_account_key(payload["service_account_key_json"])
         row = await self.registry.get_bucket(name)
         owned = self.owned.ref_for(row.project_resource, name)
         staged = await self.secrets.stage(owned, payload)
