@@ -35,6 +35,8 @@ from app.storage.service import StorageService
 log = logging.getLogger(__name__)
 
 S3_KEY_FIELDS = ("access_key_id", "secret_access_key")
+# Statuses a bucket may be removed for good from: it serves nothing in either.
+PURGEABLE = (BucketStatus.REJECTED, BucketStatus.SUSPENDED)
 GCP_KEY_FIELDS = ("service_account_key_json",)
 
 
@@ -254,6 +256,32 @@ class SelfService:
 
         await self.registry.change(name, actor, "rotate", compute)
         return issued
+
+    async def purge(self, name: str, actor: Actor) -> bool:
+        """Remove a rejected or suspended bucket for good (admins only; the router checks).
+
+        The keys the registry holds for it go first, so a failure there (503) leaves the
+        bucket as it was, still serving nothing; then the row, its prefixes and bindings, in
+        one audited, announced change. Returns whether registry-held keys were removed.
+        """
+        row = await self.registry.get_bucket(name)
+        if row.status not in PURGEABLE:
+            raise Conflict(
+                f"bucket {name!r} is {row.status}; only rejected or suspended buckets can be"
+                " removed (suspend it first)"
+            )
+        removed_keys = False
+        if self.owned.prefix is not None:
+            owned = self.owned.ref_for(row.project_resource, name)
+            try:
+                await self.secrets.remove(owned)
+                removed_keys = True
+            except SecretNotFound as exc:
+                # Nothing stored there, or the registry may not delete it: the bucket goes
+                # either way, and the log says what is left behind.
+                log.warning("registry-held keys not removed: %s", exc.message)
+        await self.registry.remove_bucket(name, actor, statuses=PURGEABLE)
+        return removed_keys
 
     async def prune_credentials(self, name: str, actor: Actor) -> int:
         """Remove the kept previous versions of the bucket's registry-held keys."""

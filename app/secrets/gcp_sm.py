@@ -145,6 +145,12 @@ class GcpSecretManagerResolver:
             await self._destroy(ref, version)
         return len(old)
 
+    async def remove(self, ref: SecretRef) -> None:
+        # Deleting the Secret destroys every version with it.
+        response = await self._call(ref, "DELETE", f"/v1/{ref.location}")
+        if response.status_code != 404:
+            _check_write(ref, response)
+
     async def _create_secret(self, ref: SecretRef) -> None:
         project, _, secret = ref.location.removeprefix("projects/").partition("/secrets/")
         response = await self._call(

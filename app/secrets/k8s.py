@@ -140,6 +140,11 @@ class KubernetesSecretResolver:
             await self._delete(ref, namespace, name)
         return len(old)
 
+    async def remove(self, ref: SecretRef) -> None:
+        namespace, _, _ = ref.location.partition("/")
+        for name in await self._versions(ref):
+            await self._delete(ref, namespace, name)
+
     async def _versions(self, ref: SecretRef) -> list[str]:
         """Names of the version objects of ``ref``, by label (all pages)."""
         namespace, _, _ = ref.location.partition("/")

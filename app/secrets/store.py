@@ -231,6 +231,12 @@ class SecretStore:
         ref, backend = self._staging(raw_ref)
         return await backend.prune(ref, keep)
 
+    async def remove(self, raw_ref: str) -> None:
+        """Delete every version of ``raw_ref``'s payloads, current included."""
+        ref, backend = self._staging(raw_ref)
+        await backend.remove(ref)
+        self.invalidate(ref.raw)
+
     async def aclose(self) -> None:
         backends, self._backends = list(self._backends.values()), {}
         self.cache.clear()

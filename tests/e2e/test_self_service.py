@@ -691,3 +691,104 @@ async def test_keys_rotate_through_kubernetes_secret_objects_on_every_replica(
     assert await actions(flow, "abc-static") == ["register", "bind", "rotate", "rotate", "prune"]
     trail = await flow.call("GET", "/admin/buckets/abc-static/audit", headers=flow.admin)
     assert STATIC_SECRET not in trail.text and ROTATED_SECRET not in trail.text
+
+
+async def test_an_admin_removes_a_rejected_bucket_for_good(make_flow, moto, gateway) -> None:
+    flow = await setup(make_flow, self_service_approval="admin", bucket_cache_ttl=600)
+    replica = await make_flow(self_service_approval="admin", bucket_cache_ttl=600)
+    boto(moto, "s3").create_bucket(Bucket="abc-static")
+    await register(flow, static_body(gateway.url))
+    owner = flow.user("owner")
+    added = await flow.call(
+        "POST", "/admin/buckets/abc-static/prefixes", json={"prefix": "raw/"}, headers=owner
+    )
+    assert added.status_code == 201
+    assert (await bind(flow, "abc-static")).status_code == 201
+    keys = {"access_key_id": STATIC_KEY_ID, "secret_access_key": STATIC_SECRET}
+    put = await flow.call("PUT", "/admin/buckets/abc-static/credentials", json=keys, headers=owner)
+    assert put.json()["status"] == "pending"  # an admin must approve
+    secret_name = "bucket-registry/self-service/projects/programs/DEV/projects/ABC/abc-static"
+    secrets = boto(moto, "secretsmanager")
+    assert secrets.describe_secret(SecretId=secret_name)["Name"] == secret_name
+    url = "/admin/buckets/abc-static/purge"
+
+    # Only an admin removes, and only a bucket that serves nothing and is meant not to.
+    refused = await flow.call("POST", url, headers=owner)
+    assert refused.status_code == 403 and "bucket_admin" in refused.json()["message"]
+    early = await flow.call("POST", url, headers=flow.admin)
+    assert early.status_code == 409 and "only rejected or suspended" in early.json()["message"]
+    assert (await flow.call("POST", "/admin/buckets/abc-static/reject", headers=flow.admin)).json()[
+        "status"
+    ] == "rejected"
+    # The other replica has the rejected bucket cached.
+    assert (await replica.presign("submitter", "abc-static", "raw/k", "read")).status_code == 403
+    assert (await flow.call("POST", url, headers=owner)).status_code == 403
+
+    removed = await flow.call("POST", url, headers=flow.admin)
+    assert removed.status_code == 200, removed.text
+    assert removed.json() == {"ok": True, "name": "abc-static", "secrets_removed": True}
+    assert (
+        await flow.call("GET", "/admin/buckets/abc-static", headers=flow.admin)
+    ).status_code == (404)
+    with pytest.raises(secrets.exceptions.ResourceNotFoundException):
+        secrets.describe_secret(SecretId=secret_name)
+    # Every replica forgets it at once: unknown, no longer "rejected".
+    deadline = time.monotonic() + 1.0
+    while (await replica.presign("submitter", "abc-static", "raw/k", "read")).status_code != 404:
+        assert time.monotonic() < deadline, "the other replica still knows the bucket"
+        await asyncio.sleep(0.05)
+    # The trail stays, ending with what was removed (no secret in it).
+    trail = await flow.call("GET", "/admin/audit", headers=flow.admin)
+    rows = [row for row in trail.json() if row["bucket_name"] == "abc-static"]
+    assert [row["action"] for row in reversed(rows)] == [
+        "register",
+        "add_prefix",
+        "bind",
+        "rotate",
+        "reject",
+        "remove",
+    ]
+    gone = rows[0]["diff"]["before"]
+    assert gone["status"] == "rejected" and gone["prefixes"] == ["raw/"]
+    assert gone["bindings"][0]["resource_path"] == PROJECT
+    assert STATIC_SECRET not in trail.text and secret_name not in trail.text
+
+    # The name is free again.
+    again = await register(flow, static_body(gateway.url))
+    assert again["status"] == "pending"
+    assert (await flow.call("POST", url, headers=flow.admin)).status_code == 409
+    assert (
+        await flow.call("POST", "/admin/buckets/unknown-bucket/purge", headers=flow.admin)
+    ).status_code == 404
+
+
+async def test_operators_remove_a_suspended_bucket_from_the_command_line(
+    make_flow, moto, gateway, pg_url, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    flow = await setup(make_flow)
+    for name in ("abc-one", "abc-two"):
+        boto(moto, "s3").create_bucket(Bucket=name)
+        await register(flow, role_body(name))
+    await flow.call("DELETE", "/admin/buckets/abc-one", headers=flow.admin)
+    monkeypatch.setenv("BUCKET_REGISTRY_DATABASE_URL", pg_url)
+
+    async def run(*args: str) -> Any:
+        return await asyncio.to_thread(
+            CliRunner().invoke, cli, list(args), prog_name="bucket-registry"
+        )
+
+    active = await run("purge", "abc-two", "--yes")
+    assert active.exit_code == 1 and "only rejected or suspended" in active.output
+    unconfirmed = await run("purge", "abc-one")
+    assert unconfirmed.exit_code != 0
+    assert (await record(flow, "abc-one", "admin"))["status"] == "suspended"
+    purged = await run("purge", "abc-one", "--yes")
+    assert purged.exit_code == 0 and "abc-one: removed" in purged.output, purged.output
+    assert (await flow.call("GET", "/admin/buckets/abc-one", headers=flow.admin)).status_code == 404
+    trail = await flow.call("GET", "/admin/audit", headers=flow.admin)
+    latest = next(row for row in trail.json() if row["bucket_name"] == "abc-one")
+    assert (latest["action"], latest["actor"][:3]) == ("remove", "cli")

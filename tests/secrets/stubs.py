@@ -142,6 +142,26 @@ class _VaultHandler(JsonHandler):
         self.send_response(204)
         self.end_headers()
 
+    def do_DELETE(self) -> None:
+        """``DELETE /v1/{mount}/metadata/{path}``: every version and the key's history go."""
+        stub: VaultStub = self.stub
+        match = re.fullmatch(r"/v1/([^/]+)/metadata/(.+)", urlsplit(self.path).path)
+        if stub.fail_with:
+            self.send_json(stub.fail_with, _vault_errors("Vault is sealed"))
+            return
+        if match is None:
+            self.send_json(404, _vault_errors())
+            return
+        if not self._authorized():
+            return
+        stub.count("delete_metadata")
+        key = f"{match.group(1)}/{match.group(2)}"
+        with stub.lock:
+            stub.secrets.pop(key, None)
+            stub.destroyed = {(path, number) for path, number in stub.destroyed if path != key}
+        self.send_response(204)
+        self.end_headers()
+
     def do_GET(self) -> None:
         stub: VaultStub = self.stub
         parts = urlsplit(self.path)
@@ -729,6 +749,27 @@ class _GcpHandler(JsonHandler):
                 versions[number - 1] = b""
             found = stub.version_resource(project, secret, number)
         self.send_json(200, found)
+
+    def do_DELETE(self) -> None:
+        stub: GcpSecretManagerStub = self.stub
+        parts = urlsplit(self.path)
+        if not self._guard():
+            return
+        match = re.fullmatch(r"/v1/projects/([^/]+)/secrets/([^/:]+)", parts.path)
+        if match is None:
+            self.send_json(404, _google_error(404, "NOT_FOUND", "unknown path"))
+            return
+        project, secret = match.groups()
+        stub.count("delete")
+        if self._forbidden(project, "secretmanager.secrets.delete", parts.path[4:]):
+            return
+        with stub.lock:
+            if stub.secrets.pop((project, secret), None) is None:
+                self._no_secret(secret)
+                return
+            for table in (stub.states, stub.aliases, stub.labels, stub.revisions):
+                table.pop((project, secret), None)  # type: ignore[attr-defined]
+        self.send_json(200, {})
 
     def do_PATCH(self) -> None:
         stub: GcpSecretManagerStub = self.stub

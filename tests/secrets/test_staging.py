@@ -79,6 +79,13 @@ async def test_aws_staging_labels(aws_store: SecretStore, moto: MotoServer) -> N
     assert not any("AWSPREVIOUS" in labels for labels in stages.values())
     assert await aws_store.get(owned) == NEW
 
+    # Removal (the bucket is purged) deletes the secret at once, so its name is free again.
+    await aws_store.remove(owned)
+    with pytest.raises(SecretNotFound):
+        await aws_store.get(owned)
+    await aws_store.remove(owned)  # nothing left: not an error
+    assert (await aws_store.stage(owned, NEW)).version
+
 
 async def test_vault_kv2_versions(vault_stub: VaultStub, tmp_path: Path) -> None:
     jwt = tmp_path / "token"
@@ -104,6 +111,11 @@ async def test_vault_kv2_versions(vault_stub: VaultStub, tmp_path: Path) -> None
             await store.get(owned, first.version)
         assert await store.get(owned, second.version) == NEW
         assert vault_stub.calls["destroy"] == 2
+        await store.remove(owned)
+        assert "secret/bucket-registry/self-service/admin/b1" not in vault_stub.secrets
+        with pytest.raises(SecretNotFound):
+            await store.get(owned, second.version)
+        await store.remove(owned)
     finally:
         await store.aclose()
 
@@ -161,6 +173,11 @@ async def test_gcp_secret_manager_versions(gcp_stub: GcpSecretManagerStub) -> No
             await store.get(owned, first.version)
         assert await store.get(owned, "current") == NEW
         assert await store.prune(owned, second) == 0
+        await store.remove(owned)
+        assert key not in gcp_stub.secrets
+        with pytest.raises(SecretNotFound):
+            await store.get(owned, second.version)
+        await store.remove(owned)
     finally:
         await store.aclose()
 
@@ -214,6 +231,8 @@ async def test_files_get_one_file_per_version(tmp_path: Path) -> None:
         assert await store.prune(owned, second) == 1
         assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
         assert json.loads(path.read_text()) == NEW
+        await store.remove(owned)
+        assert list(path.parent.iterdir()) == []
     finally:
         await store.aclose()
 
@@ -252,6 +271,8 @@ async def test_kubernetes_gets_one_secret_object_per_version(k8s_stub: Kubernete
         assert k8s_stub.names(namespace) == sorted(["unrelated", second.ref.rsplit("/", 1)[-1]])
         assert await store.get(second.ref) == NEW
         assert await store.prune(owned, second) == 0
+        await store.remove(owned)
+        assert k8s_stub.names(namespace) == ["unrelated"]
     finally:
         await store.aclose()
 
