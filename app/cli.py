@@ -357,6 +357,46 @@ def reject(name: Annotated[str, typer.Argument(help="The pending bucket.")]) -> 
     _decide(name, "reject")
 
 
+@cli.command()
+def purge(
+    name: Annotated[str, typer.Argument(help="The rejected or suspended bucket.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove a rejected or suspended bucket for good, with its prefixes, bindings and the
+    keys the registry holds for it (as POST /admin/buckets/{name}/purge); its name is free
+    again and its audit trail stays.
+
+    Exits 1 when the bucket is neither rejected nor suspended.
+    """
+    import asyncio
+
+    from app.container import Services
+    from app.errors import RegistryError
+    from app.logs import configure_logging
+    from app.metrics import Metrics
+    from app.registry.service import Actor
+
+    if not yes:
+        typer.confirm(f"Remove {name} for good?", abort=True)
+    settings = Settings()
+    configure_logging("WARNING", json_format=settings.log_json)
+
+    async def run() -> bool:
+        services = await Services.start(settings, metrics=Metrics(), listen=False)
+        try:
+            return await services.selfservice.purge(name, Actor(_operator()))
+        finally:
+            await services.aclose()
+
+    try:
+        secrets_removed = asyncio.run(run())
+    except RegistryError as exc:
+        typer.echo(f"{name}: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    kept = "" if secrets_removed else " (the keys the registry held could not be deleted)"
+    typer.echo(f"{name}: removed{kept}")
+
+
 cli.command("import-fence-config")(import_fence_config)
 cli.command("export")(export_command)
 

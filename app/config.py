@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Where keys submitted through PUT /admin/buckets/{name}/credentials are kept: a secret
     # reference prefix the registry owns (default: one derived from ``secrets_backend``).
     self_service_secrets: str | None = None
+    # The GCP project whose Secret Manager holds those keys when ``secrets_backend`` is
+    # ``gcp_sm`` and ``self_service_secrets`` is unset.
+    gcp_project: str | None = None
     # Scopes a user's token must carry (comma-separated in the environment), checked before
     # Arborist is asked. Arborist itself refuses tokens without ``openid``.
     data_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["openid", "data"])
@@ -85,6 +88,8 @@ class Settings(BaseSettings):
     vault_auth_mount: str = "kubernetes"
     vault_token: str | None = None
     kubernetes_token_path: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    # Outside a cluster, the kubeconfig for k8s:// secrets (default: the client's own lookup).
+    kubeconfig: Path | None = None
     gcp_secret_manager_endpoint: str = "https://secretmanager.googleapis.com"  # noqa: S105
     gcp_iam_credentials_endpoint: str = "https://iamcredentials.googleapis.com"
     file_secrets_dir: Path | None = None

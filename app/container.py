@@ -190,6 +190,7 @@ class Services:
                     settings.self_service_secrets,
                     default_backend=settings.secrets_backend,
                     file_dir=settings.file_secrets_dir,
+                    gcp_project=settings.gcp_project,
                 ),
                 approval=settings.self_service_approval,
             ),

@@ -18,6 +18,7 @@ from app.api.schemas import (
     AuditOut,
     BindingOut,
     BucketOut,
+    BucketRemoved,
     CreatedBinding,
     CreatedBucket,
     CreatedPrefix,
@@ -385,6 +386,23 @@ async def reject_bucket(
     who.require_admin(services.settings)
     await services.selfservice.reject(name, actor_for(request, who))
     return StatusChanged(status=BucketStatus.REJECTED)
+
+
+@router.post(
+    "/buckets/{name}/purge",
+    response_model=BucketRemoved,
+    responses=documented_errors({409: "Neither rejected nor suspended"}),
+    summary="Remove a rejected or suspended bucket for good (admins only)",
+    description="The bucket, its prefixes and bindings are deleted and its name is free"
+    " again; the keys the registry holds for it are deleted too. Its audit trail stays, with"
+    " a `remove` row. DELETE /admin/buckets/{name} only suspends.",
+)
+async def purge_bucket(
+    name: str, request: Request, services: ServicesDep, who: ManagerDep
+) -> BucketRemoved:
+    who.require_admin(services.settings)
+    secrets_removed = await services.selfservice.purge(name, actor_for(request, who))
+    return BucketRemoved(name=name, secrets_removed=secrets_removed)
 
 
 @router.put(

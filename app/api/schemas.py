@@ -402,6 +402,14 @@ class StatusChanged(Ok):
     status: BucketStatus
 
 
+class BucketRemoved(Ok):
+    name: str
+    secrets_removed: bool = Field(
+        description="Whether the keys the registry held for the bucket were deleted (false:"
+        " the registry could not delete them; its log says why)"
+    )
+
+
 class CreatedPrefix(Ok):
     prefix_id: uuid.UUID
 

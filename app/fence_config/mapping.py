@@ -45,9 +45,8 @@ from app.registry.changes import BindingSpec
 from app.registry.keys import validate_prefix
 from app.registry.records import BUCKET_FIELDS, AuthMode, Provider
 from app.registry.schemas import BucketCreate
-from app.registry.validation import (
-    validate_bucket_spec,
-)
+from app.registry.selfservice import with_owner_project
+from app.registry.validation import validate_bucket_spec, validate_external_id
 
 SOURCE_LABEL = "gen3.source"
 SOURCE_VALUE = "fence-config"
@@ -65,7 +64,14 @@ DEFAULT_RESOURCE_PATHS: tuple[str, ...] = ("/",)
 # ``labels`` are merged, never replaced.
 _ALWAYS_MANAGED = frozenset(BUCKET_FIELDS) - {"name", "owner_project", "status", "labels"}
 
-_CREDENTIAL_FIELDS = ("role_arn", "external_id", "secret_ref", "secret_version", "service_account")
+_CREDENTIAL_FIELDS = (
+    "role_arn",
+    "external_id",
+    "pending_external_id",
+    "secret_ref",
+    "secret_version",
+    "service_account",
+)
 
 CredentialRef = Callable[[AwsCredential], str]
 
@@ -276,15 +282,20 @@ def _finish(
     for key, value in block.items():
         if key not in ("prefixes", "bindings"):
             spec[key] = value
-            if key in ("owner_project", "status"):
+            if key in ("owner_project", "status", "project_resource"):
                 managed.add(key)
+    if "auth_mode" in block:
+        # An export's block says every self-service field that is set: one left out is unset.
+        managed.update(("project_resource", "pending_external_id"))
     if credential is not None and (
         spec.get("auth_mode") != AuthMode.STATIC.value or spec.get("secret_ref") != derived_ref
     ):
         # The registry block points the bucket elsewhere: the YAML keys are not needed.
         credential = None
+    pending_external_id = spec.pop("pending_external_id", None)
     spec = _validated_shape(spec)
-    spec = validate_bucket_spec(spec, options.endpoint_allowlist)
+    spec = validate_bucket_spec(with_owner_project(spec), options.endpoint_allowlist)
+    spec["pending_external_id"] = _pending_external_id(pending_external_id, spec)
 
     prefixes = tuple(validate_prefix(p) for p in _string_list(block.get("prefixes"), "prefixes"))
     if "bindings" in block:
@@ -309,6 +320,14 @@ def _finish(
         credential=credential,
         notes=tuple(notes),
     )
+
+
+def _pending_external_id(value: Any, spec: Mapping[str, Any]) -> str | None:
+    """An external ID being rotated in, checked as the current one is."""
+    if value is None:
+        return None
+    validate_external_id(value, AuthMode(spec["auth_mode"]), "registry.pending_external_id")
+    return value
 
 
 def _validated_shape(spec: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from app.errors import InvalidInput
-from app.registry.records import BUCKET_FIELDS
+from app.registry.records import BUCKET_FIELDS, SELF_SERVICE_FIELDS
 
 PUBLIC_CRED = "*"
 
@@ -42,7 +42,10 @@ PUBLIC_CRED = "*"
 _PATTERN_CHARS = frozenset("*+?[](){}|^$\\")
 
 # Registration fields an entry's ``registry:`` block may set (BucketCreate, minus the name).
-REGISTRY_FIELDS = (frozenset(BUCKET_FIELDS) - {"name"}) | {"prefixes", "bindings"}
+REGISTRY_FIELDS = (frozenset((*BUCKET_FIELDS, *SELF_SERVICE_FIELDS)) - {"name"}) | {
+    "prefixes",
+    "bindings",
+}
 
 _S3_KEYS = frozenset({"cred", "region", "endpoint_url", "role-arn", "requester_pays", "registry"})
 _CRED_KEYS = frozenset(

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from app.errors import Conflict, InvalidInput, RegistryError
+from app.errors import Conflict, InvalidInput, RegistryError, SecretNotFound
 from app.health.probe import CHECKS, BucketProbe, CheckResult, ProbeReport
 from app.registry.models import Bucket, utcnow
 from app.registry.records import AuthMode, BucketRecord, BucketStatus, Provider
@@ -29,11 +29,14 @@ from app.registry.service import Actor, RegistryService
 from app.secrets.base import StagedSecret
 from app.secrets.owned import OwnedSecrets
 from app.secrets.store import SecretStore
+from app.storage.gcs.keys import parse_service_account_key
 from app.storage.service import StorageService
 
 log = logging.getLogger(__name__)
 
 S3_KEY_FIELDS = ("access_key_id", "secret_access_key")
+# Statuses a bucket may be removed for good from: it serves nothing in either.
+PURGEABLE = (BucketStatus.REJECTED, BucketStatus.SUSPENDED)
 GCP_KEY_FIELDS = ("service_account_key_json",)
 
 
@@ -65,6 +68,18 @@ def key_fields(record: BucketRecord) -> tuple[str, ...]:
             f" keys;{hint}".rstrip(";")
         )
     return GCP_KEY_FIELDS if record.provider is Provider.GCP else S3_KEY_FIELDS
+
+
+def _check_service_account_key(key_json: str) -> None:
+    """``InvalidInput`` (saying what is wrong, never what was sent) unless ``key_json`` is a
+    service-account key file the signer can use; checked before anything is stored."""
+    try:
+        parse_service_account_key(key_json, "service_account_key_json")
+    except SecretNotFound as exc:
+        reason = exc.message.partition(": ")[2]
+        raise InvalidInput(
+            f"credentials: service_account_key_json is not a usable service-account key: {reason}"
+        ) from None
 
 
 class SelfService:
@@ -100,12 +115,14 @@ class SelfService:
             return report
         return await self.probe.run(record, write_probe=write_probe)
 
-    async def _probe_candidate(self, record: BucketRecord, **changes: Any) -> ProbeReport:
+    async def _probe_candidate(
+        self, record: BucketRecord, *, write_probe: bool = False, **changes: Any
+    ) -> ProbeReport:
         # A candidate gets an id of its own: its signer must neither replace nor retire the one
         # the bucket is serving with.
         candidate = dataclasses.replace(record, id=uuid.uuid4(), **changes)
         try:
-            return await self.probe.run(candidate)
+            return await self.probe.run(candidate, write_probe=write_probe)
         finally:
             self.storage.invalidate_bucket(candidate.id)
 
@@ -117,7 +134,9 @@ class SelfService:
         row = await self.registry.get_bucket(name)
         pending_id = row.pending_external_id
         if pending_id:
-            report = await self._probe_candidate(record, external_id=pending_id)
+            report = await self._probe_candidate(
+                record, external_id=pending_id, write_probe=write_probe
+            )
         else:
             report = await self._probe(record, write_probe=write_probe)
         result = validation_result(report, external_id="pending" if pending_id else None)
@@ -180,6 +199,8 @@ class SelfService:
             )
         if record.status is BucketStatus.REJECTED and registrant:
             raise Conflict("the bucket was rejected; only a bucket admin can change it now")
+        if "service_account_key_json" in payload:
+            _check_service_account_key(payload["service_account_key_json"])
         row = await self.registry.get_bucket(name)
         owned = self.owned.ref_for(row.project_resource, name)
         staged = await self.secrets.stage(owned, payload)
@@ -235,6 +256,32 @@ class SelfService:
 
         await self.registry.change(name, actor, "rotate", compute)
         return issued
+
+    async def purge(self, name: str, actor: Actor) -> bool:
+        """Remove a rejected or suspended bucket for good (admins only; the router checks).
+
+        The keys the registry holds for it go first, so a failure there (503) leaves the
+        bucket as it was, still serving nothing; then the row, its prefixes and bindings, in
+        one audited, announced change. Returns whether registry-held keys were removed.
+        """
+        row = await self.registry.get_bucket(name)
+        if row.status not in PURGEABLE:
+            raise Conflict(
+                f"bucket {name!r} is {row.status}; only rejected or suspended buckets can be"
+                " removed (suspend it first)"
+            )
+        removed_keys = False
+        if self.owned.prefix is not None:
+            owned = self.owned.ref_for(row.project_resource, name)
+            try:
+                await self.secrets.remove(owned)
+                removed_keys = True
+            except SecretNotFound as exc:
+                # Nothing stored there, or the registry may not delete it: the bucket goes
+                # either way, and the log says what is left behind.
+                log.warning("registry-held keys not removed: %s", exc.message)
+        await self.registry.remove_bucket(name, actor, statuses=PURGEABLE)
+        return removed_keys
 
     async def prune_credentials(self, name: str, actor: Actor) -> int:
         """Remove the kept previous versions of the bucket's registry-held keys."""

@@ -24,7 +24,7 @@ import yaml
 from app.fence_config.mapping import CRED_LABEL, PUBLIC_LABEL
 from app.fence_config.reader import PUBLIC_CRED
 from app.registry.changes import RegisteredBucket
-from app.registry.records import BUCKET_FIELDS, AuthMode, Op, Provider
+from app.registry.records import BUCKET_FIELDS, SELF_SERVICE_FIELDS, AuthMode, Op, Provider
 from app.registry.service import RegistryService, row_values
 
 FORMATS = ("fence-yaml", "json")
@@ -153,7 +153,9 @@ def _registry_block(bucket: ExportedBucket) -> dict[str, Any]:
     fence_level = (
         _FENCE_LEVEL_FIELDS if Provider(values["provider"]).speaks_s3 else {"name", "region"}
     )
-    for key in BUCKET_FIELDS:
+    # Self-service fields too: which project manages the bucket (its registrants' reach) and
+    # an external ID being rotated in; a pending or rejected status travels as any status.
+    for key in (*BUCKET_FIELDS, *SELF_SERVICE_FIELDS):
         if key in block or key in fence_level:
             continue
         value = values[key]

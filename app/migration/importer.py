@@ -53,7 +53,7 @@ from app.migration.plan import (
     SecretState,
 )
 from app.registry.changes import RegisteredBucket
-from app.registry.records import BUCKET_FIELDS, BucketStatus, Provider
+from app.registry.records import BUCKET_FIELDS, SELF_SERVICE_FIELDS, BucketStatus, Provider
 from app.registry.service import Actor, RegistryService, row_values
 from app.registry.validation import validate_bucket_spec
 from app.secrets.base import AWS_SM, FILE, backend_scheme
@@ -320,7 +320,11 @@ def _plan_one(
     elif pending:
         notes.append(f"left {before['status']}: the import never suspends a registered bucket")
     after = registry.validate_spec(after)
-    diff = {key: (before[key], after[key]) for key in BUCKET_FIELDS if before[key] != after[key]}
+    diff = {
+        key: (before[key], after[key])
+        for key in (*BUCKET_FIELDS, *SELF_SERVICE_FIELDS)
+        if before[key] != after[key]
+    }
 
     add_prefixes = tuple(p for p in desired.prefixes if p not in existing.prefixes)
     add_bindings: list[BindingSpec] = []

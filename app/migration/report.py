@@ -12,10 +12,14 @@ from typing import Any
 
 from app.fence_config.mapping import PENDING_CREDENTIALS, PENDING_LABEL
 from app.migration.plan import ChangeKind, ImportPlan, PlannedChange
-from app.registry.records import BUCKET_FIELDS
+from app.registry.records import BUCKET_FIELDS, SELF_SERVICE_FIELDS
 
 _MARKS = {"create": "+", "update": "~", "unchanged": "=", "skip": "-", "invalid": "!"}
-_SHOWN_ON_CREATE = (*(f for f in BUCKET_FIELDS if f not in ("name", "labels")), "labels")
+_SHOWN_ON_CREATE = (
+    *(f for f in BUCKET_FIELDS if f not in ("name", "labels")),
+    *SELF_SERVICE_FIELDS,
+    "labels",
+)
 
 
 def _value(value: Any) -> str:

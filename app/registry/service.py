@@ -603,6 +603,63 @@ class RegistryService:
             await self._record(session, bucket, actor, "unbind", view, None)
         await self._announce(BucketChange(bucket.id, bucket.name, "unbind"))
 
+    async def remove_bucket(
+        self, name: str, actor: Actor, *, statuses: Iterable[BucketStatus]
+    ) -> Bucket:
+        """Delete a bucket with its prefixes and bindings for good, so its name is free again.
+
+        Only a bucket in one of ``statuses`` is removed (``Conflict`` otherwise, checked under
+        a row lock, so a concurrent resume wins or loses cleanly). The audit trail keeps every
+        row, plus one ``remove`` row with what was deleted; replicas hear of it by NOTIFY.
+        """
+        allowed = {status.value for status in statuses}
+        async with self.db.transaction() as session:
+            bucket = (
+                await session.execute(
+                    select(Bucket).where(col(Bucket.name) == name).with_for_update()
+                )
+            ).scalar_one_or_none()
+            if bucket is None:
+                raise BucketNotFound(f"bucket {name!r} is not registered")
+            if bucket.status not in allowed:
+                raise Conflict(
+                    f"bucket {name!r} is {bucket.status}; only {' or '.join(sorted(allowed))}"
+                    " buckets can be removed (suspend it first)"
+                )
+            bindings = (
+                await session.execute(
+                    select(BucketPolicyBinding, BucketPrefix.prefix)
+                    .outerjoin(
+                        BucketPrefix, col(BucketPrefix.id) == col(BucketPolicyBinding.prefix_id)
+                    )
+                    .where(col(BucketPolicyBinding.bucket_id) == bucket.id)
+                )
+            ).all()
+            prefixes = (
+                (
+                    await session.execute(
+                        select(BucketPrefix).where(col(BucketPrefix.bucket_id) == bucket.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            removed = {
+                **audit_view(row_values(bucket)),
+                "prefixes": sorted(prefix.prefix for prefix in prefixes),
+                "bindings": [self._binding_view(binding, prefix) for binding, prefix in bindings],
+            }
+            # Children first: SQLite does not enforce the cascading foreign keys.
+            for binding, _prefix in bindings:
+                await session.delete(binding)
+            for prefix in prefixes:
+                await session.delete(prefix)
+            await session.flush()
+            await session.delete(bucket)
+            await self._record(session, bucket, actor, "remove", removed, None)
+        await self._announce(BucketChange(bucket.id, bucket.name, "remove"))
+        return bucket
+
     async def apply_batch(
         self, writes: Sequence[BucketWrite], actor: Actor, *, action: str
     ) -> list[BucketChange]:

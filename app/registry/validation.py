@@ -234,6 +234,13 @@ _SERVICE_ACCOUNT_RE = re.compile(
 _REGION_RE = re.compile(r"^[a-z0-9-]{2,64}$")
 
 
+def validate_external_id(value: object, auth_mode: AuthMode, field: str = "external_id") -> None:
+    if auth_mode is not AuthMode.ROLE:
+        raise InvalidInput(f"{field}: only used when auth_mode is role")
+    if not isinstance(value, str) or not _EXTERNAL_ID_RE.match(value):
+        raise InvalidInput(f"{field}: 2-1224 characters of [A-Za-z0-9+=,.@:/_-]")
+
+
 def validate_bucket_spec(spec: dict[str, Any], allowlist: Iterable[str]) -> dict[str, Any]:
     """Cross-field rules for a whole registration (after a PATCH is merged onto the current one).
 
@@ -262,11 +269,9 @@ def validate_bucket_spec(spec: dict[str, Any], allowlist: Iterable[str]) -> dict
             raise InvalidInput("role_arn: must look like arn:aws:iam::123456789012:role/name")
     elif spec.get("role_arn"):
         raise InvalidInput("role_arn: only used when auth_mode is role")
-    if spec.get("external_id") is not None:
-        if auth_mode is not AuthMode.ROLE:
-            raise InvalidInput("external_id: only used when auth_mode is role")
-        if not _EXTERNAL_ID_RE.match(spec["external_id"]):
-            raise InvalidInput("external_id: 2-1224 characters of [A-Za-z0-9+=,.@:/_-]")
+    for field in ("external_id", "pending_external_id"):
+        if spec.get(field) is not None:
+            validate_external_id(spec[field], auth_mode, field)
 
     # A self-registered static bucket waits, pending, for keys PUT through the API.
     waiting = spec.get("status") in (BucketStatus.PENDING, BucketStatus.REJECTED)

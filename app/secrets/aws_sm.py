@@ -180,6 +180,18 @@ class AwsSecretsManagerResolver:
             raise _translate(exc, ref) from None
         return len(previous)
 
+    async def remove(self, ref: SecretRef) -> None:
+        client = await self._client_for(ref)
+        try:
+            # Without the recovery window: the name must be free for a bucket registered anew
+            # under it, and a purge is meant for good.
+            await client.delete_secret(SecretId=ref.location, ForceDeleteWithoutRecovery=True)
+        except ClientError as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise _translate(exc, ref) from None
+        except _SDK_ERRORS as exc:
+            raise _translate(exc, ref) from None
+
     @staticmethod
     async def _describe(client: Any, ref: SecretRef) -> dict[str, Any]:
         answer: dict[str, Any] = await client.describe_secret(SecretId=ref.location)

@@ -306,7 +306,9 @@ class StagingSecretResolver(SecretResolver, Protocol):
 
     ``stage`` writes without making the payload current; ``promote`` makes a staged payload
     current and keeps the one it replaces for rollback; ``discard`` forgets a staged payload
-    that failed validation; ``prune`` removes every kept version but ``keep``.
+    that failed validation; ``prune`` removes every kept version but ``keep``; ``remove``
+    deletes every version, current included (the bucket they belong to is gone), and is not
+    an error when there is nothing to remove.
     """
 
     async def stage(self, ref: SecretRef, payload: Mapping[str, str]) -> StagedSecret: ...
@@ -316,3 +318,5 @@ class StagingSecretResolver(SecretResolver, Protocol):
     async def discard(self, ref: SecretRef, staged: StagedSecret) -> None: ...
 
     async def prune(self, ref: SecretRef, keep: StagedSecret) -> int: ...
+
+    async def remove(self, ref: SecretRef) -> None: ...

@@ -117,19 +117,18 @@ class FileSecretResolver:
         await asyncio.to_thread(self._remove, [Path(staged.ref.removeprefix("file://"))])
 
     async def prune(self, ref: SecretRef, keep: StagedSecret) -> int:
-        path = Path(ref.location)
         kept = Path(keep.ref.removeprefix("file://"))
-        siblings = await asyncio.to_thread(
-            lambda: [
-                other
-                for other in path.parent.glob(
-                    f"{path.stem}.{'[0-9a-f]' * 16}{path.suffix or '.json'}"
-                )
-                if other != kept
-            ]
-        )
+        siblings = [other for other in await self._versions(ref) if other != kept]
         await asyncio.to_thread(self._remove, siblings)
         return len(siblings)
+
+    async def remove(self, ref: SecretRef) -> None:
+        await asyncio.to_thread(self._remove, [Path(ref.location), *await self._versions(ref)])
+
+    async def _versions(self, ref: SecretRef) -> list[Path]:
+        path = Path(ref.location)
+        pattern = f"{path.stem}.{'[0-9a-f]' * 16}{path.suffix or '.json'}"
+        return await asyncio.to_thread(lambda: list(path.parent.glob(pattern)))
 
     def _remove(self, paths: list[Path]) -> None:
         for path in paths:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import google.auth
@@ -14,9 +16,12 @@ import urllib3
 from google.auth.transport.urllib3 import Request as Urllib3Request
 
 from app.errors import SecretNotFound, SecretUnavailable
-from app.secrets.base import SecretPayload, SecretRef, payload_from_json
+from app.secrets.base import SecretPayload, SecretRef, StagedSecret, payload_from_json
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+# The Secret's version alias that records which version a rotation made current.
+CURRENT_ALIAS = "current"
+_LIVE_STATES = frozenset({"ENABLED", "DISABLED"})
 
 
 class AccessTokenProvider(Protocol):
@@ -85,10 +90,7 @@ class GcpSecretManagerResolver:
 
     async def get(self, ref: SecretRef, version: str | None) -> SecretPayload:
         url = f"/v1/{ref.location}/versions/{version or 'latest'}:access"
-        response = await self._send(ref, url, await self._tokens.token())
-        if response.status_code == 401:
-            # The cached token may have been revoked before its stated expiry.
-            response = await self._send(ref, url, await self._tokens.token(force_refresh=True))
+        response = await self._call(ref, "GET", url)
 
         status = response.status_code
         # 400 is FAILED_PRECONDITION for a disabled or destroyed version.
@@ -99,17 +101,179 @@ class GcpSecretManagerResolver:
         data, version_id = _decode_access_response(response, ref)
         return payload_from_json(data, ref, version_id)
 
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self._http.aclose()
+    # Rotation uses Secret Manager versions. A new version is ``latest`` at once, but buckets
+    # read registry-owned secrets by pinned version only, so a staged version is used by
+    # nothing until validation moves the bucket's pin to it. The Secret's ``current`` alias
+    # records the promoted one (for operators and rollback); a refused version is destroyed.
 
-    async def _send(self, ref: SecretRef, url: str, token: str) -> httpx.Response:
+    async def stage(self, ref: SecretRef, payload: Mapping[str, str]) -> StagedSecret:
+        data = json.dumps(dict(payload), sort_keys=True).encode()
+        body = {
+            "payload": {
+                "data": base64.b64encode(data).decode(),
+                "dataCrc32c": str(crc32c(data)),
+            }
+        }
+        url = f"/v1/{ref.location}:addVersion"
+        response = await self._call(ref, "POST", url, json=body)
+        if response.status_code == 404:
+            await self._create_secret(ref)
+            response = await self._call(ref, "POST", url, json=body)
+        _check_write(ref, response)
+        version = _version_id(_json_body(response, ref).get("name"))
+        if version is None:
+            raise SecretUnavailable(f"GCP Secret Manager named no version for {ref.raw}")
+        return StagedSecret(ref.raw, version)
+
+    async def promote(self, ref: SecretRef, staged: StagedSecret) -> None:
+        await self._set_current_alias(ref, str(staged.version))
+
+    async def discard(self, ref: SecretRef, staged: StagedSecret) -> None:
+        await self._destroy(ref, str(staged.version))
+
+    async def prune(self, ref: SecretRef, keep: StagedSecret) -> int:
+        # A version that carries an alias cannot be destroyed, and the kept one is the one the
+        # bucket uses: the alias moves to it first (a no-op unless an admin rolled back).
+        kept = str(keep.version)
+        await self._set_current_alias(ref, kept)
+        old = [
+            version
+            for version, state in await self._versions(ref)
+            if version != kept and state in _LIVE_STATES
+        ]
+        for version in old:
+            await self._destroy(ref, version)
+        return len(old)
+
+    async def remove(self, ref: SecretRef) -> None:
+        # Deleting the Secret destroys every version with it.
+        response = await self._call(ref, "DELETE", f"/v1/{ref.location}")
+        if response.status_code != 404:
+            _check_write(ref, response)
+
+    async def _create_secret(self, ref: SecretRef) -> None:
+        project, _, secret = ref.location.removeprefix("projects/").partition("/secrets/")
+        response = await self._call(
+            ref,
+            "POST",
+            f"/v1/projects/{project}/secrets",
+            params={"secretId": secret},
+            json={
+                "replication": {"automatic": {}},
+                "labels": {"managed-by": "bucket-registry"},
+            },
+        )
+        if response.status_code != 409:  # ALREADY_EXISTS: another replica was first
+            _check_write(ref, response)
+
+    async def _set_current_alias(self, ref: SecretRef, version: str) -> None:
+        response = await self._call(ref, "GET", f"/v1/{ref.location}")
+        _check_write(ref, response)
+        secret = _json_body(response, ref)
+        aliases = secret.get("versionAliases") or {}
+        if not isinstance(aliases, dict):
+            raise SecretUnavailable(f"GCP Secret Manager sent a malformed Secret for {ref.raw}")
+        if str(aliases.get(CURRENT_ALIAS)) == version:
+            return
+        # updateMask replaces the whole map, so the other aliases are sent back as they were;
+        # the etag makes a concurrent change of the Secret fail instead of being overwritten.
+        body: dict[str, Any] = {"versionAliases": {**aliases, CURRENT_ALIAS: version}}
+        if secret.get("etag"):
+            body["etag"] = secret["etag"]
+        response = await self._call(
+            ref, "PATCH", f"/v1/{ref.location}", params={"updateMask": "versionAliases"}, json=body
+        )
+        _check_write(ref, response)
+
+    async def _versions(self, ref: SecretRef) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        params: dict[str, str] = {"pageSize": "100"}
+        while True:
+            response = await self._call(ref, "GET", f"/v1/{ref.location}/versions", params=params)
+            _check_write(ref, response)
+            body = _json_body(response, ref)
+            for item in body.get("versions") or []:
+                version = _version_id(item.get("name")) if isinstance(item, dict) else None
+                if version is not None:
+                    found.append((version, str(item.get("state"))))
+            token = body.get("nextPageToken")
+            if not token:
+                return found
+            params = {**params, "pageToken": str(token)}
+
+    async def _destroy(self, ref: SecretRef, version: str) -> None:
+        response = await self._call(
+            ref, "POST", f"/v1/{ref.location}/versions/{version}:destroy", json={}
+        )
+        _check_write(ref, response)
+
+    async def _call(
+        self,
+        ref: SecretRef,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        response = await self._request(ref, method, url, await self._tokens.token(), params, json)
+        if response.status_code == 401:
+            # The cached token may have been revoked before its stated expiry.
+            token = await self._tokens.token(force_refresh=True)
+            response = await self._request(ref, method, url, token, params, json)
+        return response
+
+    async def _request(
+        self,
+        ref: SecretRef,
+        method: str,
+        url: str,
+        token: str,
+        params: dict[str, str] | None,
+        json: dict[str, Any] | None,
+    ) -> httpx.Response:
         try:
-            return await self._http.get(url, headers={"Authorization": f"Bearer {token}"})
+            return await self._http.request(
+                method,
+                url,
+                params=params,
+                json=json,
+                headers={"Authorization": f"Bearer {token}"},
+            )
         except httpx.HTTPError as exc:
             raise SecretUnavailable(
                 f"GCP Secret Manager unreachable for {ref.raw} ({type(exc).__name__})"
             ) from None
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._http.aclose()
+
+
+def _check_write(ref: SecretRef, response: httpx.Response) -> None:
+    status = response.status_code
+    if status in (400, 403, 404, 409):
+        raise SecretNotFound(f"secret {ref.raw} is not writable here (HTTP {status})")
+    if status != 200:
+        raise SecretUnavailable(f"GCP Secret Manager failed for {ref.raw} (HTTP {status})")
+
+
+def _json_body(response: httpx.Response, ref: SecretRef) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise SecretUnavailable(f"GCP Secret Manager sent a malformed answer for {ref.raw}")
+    return body
+
+
+def _version_id(name: object) -> str | None:
+    """The version number at the end of ``projects/N/secrets/S/versions/V``."""
+    if not isinstance(name, str) or "/versions/" not in name:
+        return None
+    version = name.rsplit("/", 1)[-1]
+    return version if version.isdigit() else None
 
 
 def _decode_access_response(response: httpx.Response, ref: SecretRef) -> tuple[bytes, str | None]:

@@ -53,7 +53,9 @@ DEFAULT_FACTORIES: Mapping[str, ResolverFactory] = MappingProxyType(
             auth_mount=settings.vault_auth_mount,
             jwt_path=settings.kubernetes_token_path,
         ),
-        K8S: lambda settings: KubernetesSecretResolver(),
+        K8S: lambda settings: KubernetesSecretResolver(
+            kubeconfig=str(settings.kubeconfig) if settings.kubeconfig else None
+        ),
         FILE: lambda settings: _file_resolver(settings),
     }
 )
@@ -204,7 +206,7 @@ class SecretStore:
         if not isinstance(backend, StagingSecretResolver):
             raise InvalidInput(
                 f"the {ref.scheme} secrets backend cannot stage versions; API-submitted keys"
-                " need aws-sm, vault or file (SELF_SERVICE_SECRETS)"
+                " need a backend that can (SELF_SERVICE_SECRETS)"
             )
         return ref, backend
 
@@ -228,6 +230,12 @@ class SecretStore:
         """Remove every kept version of ``raw_ref``'s payloads but ``keep``; how many."""
         ref, backend = self._staging(raw_ref)
         return await backend.prune(ref, keep)
+
+    async def remove(self, raw_ref: str) -> None:
+        """Delete every version of ``raw_ref``'s payloads, current included."""
+        ref, backend = self._staging(raw_ref)
+        await backend.remove(ref)
+        self.invalidate(ref.raw)
 
     async def aclose(self) -> None:
         backends, self._backends = list(self._backends.values()), {}

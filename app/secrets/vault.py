@@ -165,6 +165,13 @@ class VaultResolver:
             await self._destroy(ref, old)
         return len(old)
 
+    async def remove(self, ref: SecretRef) -> None:
+        # Deleting the metadata destroys every version and the key's history.
+        mount, _, path = ref.location.partition("/")
+        response = await self._call(ref, "DELETE", f"/v1/{mount}/metadata/{path}")
+        if response.status_code != 404:
+            self._check_write(ref, response)
+
     async def _destroy(self, ref: SecretRef, versions: list[int]) -> None:
         mount, _, path = ref.location.partition("/")
         response = await self._call(

@@ -672,6 +672,7 @@ def test_workload_identity_annotation_passes_through() -> None:
     account = one(docs, "ServiceAccount")
     assert account["metadata"]["annotations"] == {"iam.gke.io/gcp-service-account": gsa}
     assert settings(docs)["GOOGLE_CLOUD_PROJECT"] == "my-project"
+    assert settings(docs)["BUCKET_REGISTRY_GCP_PROJECT"] == "my-project"
     assert settings(docs)["BUCKET_REGISTRY_SECRETS_BACKEND"] == "gcp_sm"
 
 
@@ -692,13 +693,25 @@ def test_k8s_backend_owns_a_namespace_for_bucket_secrets() -> None:
     docs = render({"secretsBackend": {"type": "k8s"}})
     namespace = named(docs, "Namespace", SECRETS_NAMESPACE)
     assert namespace["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    # May read and (for self-service credentials) create and update Secrets there, and only
-    # there: nothing at all in the release namespace, where Fence's keys live.
+    # May read and (for self-service credentials: one Secret per version, listed by label,
+    # refused and pruned ones deleted) write Secrets there, and only there: nothing at all in
+    # the release namespace, where Fence's keys live.
     assert secret_rules(docs) == {
         SECRETS_NAMESPACE: [
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]}
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "verbs": ["get", "list", "create", "update", "delete"],
+            }
         ]
     }
+    # Keys PUT through the API land in that namespace.
+    assert settings(docs)["BUCKET_REGISTRY_SELF_SERVICE_SECRETS"] == (
+        f"k8s://{SECRETS_NAMESPACE}/self-service"
+    )
+    chosen = render({"selfService": {"secrets": "vault://secret/registry"}})
+    assert settings(chosen)["BUCKET_REGISTRY_SELF_SERVICE_SECRETS"] == "vault://secret/registry"
+    assert "BUCKET_REGISTRY_SELF_SERVICE_SECRETS" not in settings(render({}))
     for binding in of_kind(docs, "RoleBinding"):
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "bucket-registry-sa", "namespace": NAMESPACE}
@@ -725,7 +738,7 @@ def test_named_secrets_elsewhere_are_get_only_and_by_name() -> None:
     )
     assert of_kind(docs, "Namespace") == []  # the operator's own, not created
     rules = secret_rules(docs)
-    assert rules["commons-keys"][0]["verbs"] == ["get", "create", "update"]
+    assert rules["commons-keys"][0]["verbs"] == ["get", "list", "create", "update", "delete"]
     assert rules[NAMESPACE] == [
         {
             "apiGroups": [""],

@@ -7,11 +7,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.e2e.conftest import (
     ALL_OPS,
@@ -21,8 +25,10 @@ from tests.e2e.conftest import (
     Flow,
     boto,
     put_static_secret,
+    rendered_logs,
 )
-from tests.support.gcp_iam import GoogleApiStub, service_account_key_json
+from tests.support.gcp_iam import GoogleApiStub, new_rsa_key, service_account_key_json
+from tests.support.gcs_v4 import check_v4
 
 SA_EMAIL = "registry-signer@gen3-data.iam.gserviceaccount.com"
 
@@ -98,6 +104,116 @@ async def test_gcp_bucket_with_a_key_in_a_secret(make_flow, moto, google) -> Non
         headers=flow.user("submitter"),
     )
     assert multipart.status_code in (400, 403)
+
+
+async def test_a_gcp_key_rotates_through_the_api_and_never_escapes(
+    make_flow, moto, google, pg_url, all_logs
+) -> None:
+    old_key = google.add_account(SA_EMAIL)
+    google.add_bucket("abc-gcs", readers={SA_EMAIL})
+    token_uri = google.url + "/token"
+    flow: Flow = await make_flow(gcs_endpoint=google.url)
+    flow.arborist.grant("owner", "bucket_register", PROJECT)
+    flow.arborist.grant("submitter", "reader", PROJECT)
+    owner = flow.user("owner")
+    body = {
+        "name": "abc-gcs",
+        "provider": "gcp",
+        "auth_mode": "static",
+        "project_resource": PROJECT,
+    }
+    created = await flow.call("POST", "/admin/buckets", json=body, headers=owner)
+    assert created.status_code == 201 and created.json()["status"] == "pending", created.text
+    binding = {"resource_path": PROJECT, "allowed_ops": ALL_OPS}
+    await flow.call("POST", "/admin/buckets/abc-gcs/bindings", json=binding, headers=owner)
+    url = "/admin/buckets/abc-gcs/credentials"
+
+    async def put_key(key_json: str) -> Any:
+        return await flow.call(
+            "PUT", url, json={"service_account_key_json": key_json}, headers=owner
+        )
+
+    async def signed_read() -> dict[str, Any]:
+        signed = await flow.presign("submitter", "abc-gcs", "data/r1.cram", "read")
+        assert signed.status_code == 200, signed.text
+        return signed.json()
+
+    old_json = service_account_key_json(SA_EMAIL, old_key, token_uri=token_uri)
+    first = await put_key(old_json)
+    assert first.status_code == 200, first.text
+    assert first.json()["status"] == "active"
+    signed = await signed_read()
+    assert google.accepts_signed_url(signed["method"], signed["url"], signed.get("headers")) == (
+        SA_EMAIL
+    )
+
+    # The account gets a second key; the registry is given it, then the first is retired.
+    new_key = google.add_key(SA_EMAIL)
+    new_json = service_account_key_json(SA_EMAIL, new_key, token_uri=token_uri)
+    rotated = await put_key(new_json)
+    assert rotated.status_code == 200, rotated.text
+    google.delete_key(old_key)
+    signed = await signed_read()
+    assert google.accepts_signed_url(signed["method"], signed["url"], signed.get("headers")) == (
+        SA_EMAIL
+    )
+    with pytest.raises(InvalidSignature):  # the old key signs nothing any more
+        check_v4(signed["method"], signed["url"], signed.get("headers") or {}, old_key.public_key())
+    before = (await flow.call("GET", "/admin/buckets/abc-gcs", headers=owner)).json()
+
+    # Bad keys change nothing: not JSON, not a key, a key Google does not know, a retired key.
+    unknown = service_account_key_json(SA_EMAIL, new_rsa_key(), token_uri=token_uri)
+    no_pem = json.dumps({**json.loads(unknown), "private_key": "-----BEGIN PRIVATE KEY-----x"})
+    for bad, words in (
+        ("{not json", "is not JSON"),
+        (json.dumps({"type": "authorized_user", "client_email": SA_EMAIL}), "not service_account"),
+        (no_pem, "not an unencrypted PEM private key"),
+        (unknown, "nothing was changed"),
+        (old_json, "nothing was changed"),
+    ):
+        refused = await put_key(bad)
+        assert refused.status_code == 400, refused.text
+        assert words in refused.json()["message"]
+        after = (await flow.call("GET", "/admin/buckets/abc-gcs", headers=owner)).json()
+        assert (after["version"], after["secret_version"], after["status"]) == (
+            before["version"],
+            before["secret_version"],
+            "active",
+        )
+        signed = await signed_read()
+        check_v4(signed["method"], signed["url"], signed.get("headers") or {}, new_key.public_key())
+
+    trail = await flow.call("GET", "/admin/buckets/abc-gcs/audit", headers=flow.admin)
+    assert [row["action"] for row in trail.json()][:2] == ["rotate", "rotate"]
+    await flow.call("POST", "/admin/buckets/abc-gcs/validate", headers=owner)
+    metrics = await flow.call("GET", "/metrics")
+    engine = create_async_engine(pg_url)
+    try:
+        async with engine.connect() as connection:
+            database = json.dumps(
+                [
+                    list(map(str, row))
+                    for table in ("bucket", "bucket_audit")
+                    for row in await connection.execute(sa.text(f"SELECT * FROM {table}"))
+                ]
+            )
+    finally:
+        await engine.dispose()
+    places = {
+        "responses": "\n".join(r.text + json.dumps(dict(r.headers)) for r in flow.responses),
+        "logs": rendered_logs(all_logs),
+        "metrics": metrics.text,
+        "database": database,
+    }
+    pem_lines = {
+        line
+        for key_json in (old_json, new_json, unknown)
+        for line in json.loads(key_json)["private_key"].splitlines()[1:3]
+    }
+    for place, text in places.items():
+        assert "PRIVATE KEY" not in text, f"a private key leaked into {place}"
+        for line in pem_lines:
+            assert line not in text, f"a private key leaked into {place}"
 
 
 POD_EMAIL = "registry-pod@gen3-platform.iam.gserviceaccount.com"

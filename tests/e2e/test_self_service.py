@@ -5,9 +5,14 @@ buckets, and rotates keys through the API."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from moto.sts.models import sts_backends
 
 from tests.e2e.conftest import (
@@ -21,8 +26,10 @@ from tests.e2e.conftest import (
     Flow,
     boto,
     put_static_secret,
+    rendered_logs,
 )
 from tests.e2e.test_data_path import key_id_of, send
+from tests.secrets.stubs import KubernetesStub
 
 OTHER_PROJECT = "/programs/DEV/projects/XYZ"
 SUBMITTER_ALL = ("reader", "writer")
@@ -549,3 +556,247 @@ async def test_the_console_lists_pending_registrations_and_an_admin_rejects_one(
     # A registrant is not an admin of the console.
     cookies["access_token"] = flow.issuer.token("owner")
     assert (await console("GET", "/console/pending")).status_code == 403
+
+
+async def test_a_write_probe_runs_with_the_pending_external_id(make_flow, moto, gateway) -> None:
+    flow = await setup(make_flow)
+    boto(moto, "s3").create_bucket(Bucket="abc-role")
+    await register(flow, role_body())
+    issued = await flow.call(
+        "POST", "/admin/buckets/abc-role/external-id", headers=flow.user("owner")
+    )
+    candidate = issued.json()["pending_external_id"]
+    gateway.seen.clear()
+
+    validated = await flow.call(
+        "POST", "/admin/buckets/abc-role/validate?write_probe=true", headers=flow.user("owner")
+    )
+    assert validated.status_code == 200, validated.text
+    assert validated.json()["checks"]["write_probe"]["status"] == "pass", validated.text
+    # The probe object was written, read and removed with a session assumed with the new ID.
+    assumed = sts_backends["123456789012"]["aws"].assumed_roles
+    candidate_keys = {role.access_key_id for role in assumed if role.external_id == candidate}
+    assert candidate_keys
+    written = {seen.method for seen in gateway.seen if seen.access_key_id in candidate_keys}
+    assert {"PUT", "GET", "DELETE"} <= written
+    assert (await record(flow, "abc-role"))["external_id"] == candidate
+
+
+SECRETS_NAMESPACE = "gen3-bucket-secrets"
+
+
+@pytest.fixture
+def kubernetes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The Kubernetes API stub and a kubeconfig for it (the registry runs outside a cluster)."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    stub = KubernetesStub().start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "stub", "cluster": {"server": stub.url}}],
+                "users": [{"name": "sa", "user": {"token": stub.token}}],
+                "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "sa"}}],
+                "current-context": "stub",
+            }
+        )
+    )
+    stub.kubeconfig = kubeconfig
+    yield stub
+    stub.stop()
+
+
+async def test_keys_rotate_through_kubernetes_secret_objects_on_every_replica(
+    make_flow, moto, gateway, kubernetes, all_logs
+) -> None:
+    settings = {
+        "self_service_secrets": f"k8s://{SECRETS_NAMESPACE}/self-service",
+        "kubeconfig": kubernetes.kubeconfig,
+        # Long TTLs: only the change notification can explain what the second replica sees.
+        "bucket_cache_ttl": 600,
+        "secret_cache_ttl": 600,
+    }
+    flow = await setup(make_flow, **settings)
+    replica = await make_flow(**settings)
+    boto(moto, "s3").create_bucket(Bucket="abc-static")
+    await register(flow, static_body(gateway.url))
+    assert (await bind(flow, "abc-static")).status_code == 201
+    url = "/admin/buckets/abc-static/credentials"
+    owner = flow.user("owner")
+
+    async def secret_ref() -> str | None:
+        return (await flow.services.registry.get_bucket("abc-static")).secret_ref
+
+    async def key_on(which: Any) -> str:
+        body = {"bucket": "abc-static", "key": "k/one", "op": "read"}
+        signed = await which.call("POST", "/presign", json=body, headers=flow.user("submitter"))
+        assert signed.status_code == 200, signed.text
+        return key_id_of(signed.json()["url"])
+
+    first = await flow.call(
+        "PUT",
+        url,
+        json={"access_key_id": STATIC_KEY_ID, "secret_access_key": STATIC_SECRET},
+        headers=owner,
+    )
+    assert first.status_code == 200, first.text
+    assert first.json()["status"] == "active"
+    first_ref = await secret_ref()
+    assert first_ref is not None
+    assert first_ref.startswith(f"k8s://{SECRETS_NAMESPACE}/self-service-abc-static-")
+    assert kubernetes.names(SECRETS_NAMESPACE) == [first_ref.rsplit("/", 1)[-1]]
+    assert await key_on(flow) == STATIC_KEY_ID
+    assert await key_on(replica) == STATIC_KEY_ID
+
+    # Keys the store refuses change nothing: same reference, same version, no object left.
+    version = (await record(flow, "abc-static"))["version"]
+    bad = await flow.call(
+        "PUT",
+        url,
+        json={"access_key_id": "AKIAUNKNOWNKEY000001", "secret_access_key": "no"},
+        headers=owner,
+    )
+    assert bad.status_code == 400 and "nothing was changed" in bad.json()["message"]
+    assert await secret_ref() == first_ref
+    assert (await record(flow, "abc-static"))["version"] == version
+    assert kubernetes.names(SECRETS_NAMESPACE) == [first_ref.rsplit("/", 1)[-1]]
+    assert await key_on(replica) == STATIC_KEY_ID
+
+    rotated = await flow.call(
+        "PUT",
+        url,
+        json={"access_key_id": ROTATED_KEY_ID, "secret_access_key": ROTATED_SECRET},
+        headers=owner,
+    )
+    assert rotated.status_code == 200, rotated.text
+    second_ref = await secret_ref()
+    assert second_ref is not None and second_ref != first_ref
+    # The previous object is kept for rollback until a prune.
+    assert sorted(kubernetes.names(SECRETS_NAMESPACE)) == sorted(
+        ref.rsplit("/", 1)[-1] for ref in (first_ref, second_ref)
+    )
+    assert await key_on(flow) == ROTATED_KEY_ID
+    deadline = time.monotonic() + 1.0
+    while await key_on(replica) != ROTATED_KEY_ID:
+        assert time.monotonic() < deadline, "the second replica kept signing with the old key"
+        await asyncio.sleep(0.05)
+    # The old key no longer signs anything: the store refusing it changes nothing either.
+    gateway.keyring.pop(STATIC_KEY_ID)
+    read = await flow.presign("submitter", "abc-static", "k/one", "read")
+    assert (await send(read.json())).status_code in (200, 404)
+
+    pruned = await flow.call("POST", f"{url}/prune", headers=owner)
+    assert pruned.json() == {"ok": True, "versions_removed": 1}
+    assert kubernetes.names(SECRETS_NAMESPACE) == [second_ref.rsplit("/", 1)[-1]]
+    assert await actions(flow, "abc-static") == ["register", "bind", "rotate", "rotate", "prune"]
+    trail = await flow.call("GET", "/admin/buckets/abc-static/audit", headers=flow.admin)
+    # No key in an answer, the trail or a log line (even at DEBUG, even base64 as sent).
+    seen = "\n".join(
+        [trail.text, rendered_logs(all_logs), *(r.text for r in flow.responses + replica.responses)]
+    )
+    for secret in (STATIC_SECRET, ROTATED_SECRET):
+        assert secret not in seen
+        assert base64.b64encode(secret.encode()).decode() not in seen
+
+
+async def test_an_admin_removes_a_rejected_bucket_for_good(make_flow, moto, gateway) -> None:
+    flow = await setup(make_flow, self_service_approval="admin", bucket_cache_ttl=600)
+    replica = await make_flow(self_service_approval="admin", bucket_cache_ttl=600)
+    boto(moto, "s3").create_bucket(Bucket="abc-static")
+    await register(flow, static_body(gateway.url))
+    owner = flow.user("owner")
+    added = await flow.call(
+        "POST", "/admin/buckets/abc-static/prefixes", json={"prefix": "raw/"}, headers=owner
+    )
+    assert added.status_code == 201
+    assert (await bind(flow, "abc-static")).status_code == 201
+    keys = {"access_key_id": STATIC_KEY_ID, "secret_access_key": STATIC_SECRET}
+    put = await flow.call("PUT", "/admin/buckets/abc-static/credentials", json=keys, headers=owner)
+    assert put.json()["status"] == "pending"  # an admin must approve
+    secret_name = "bucket-registry/self-service/projects/programs/DEV/projects/ABC/abc-static"
+    secrets = boto(moto, "secretsmanager")
+    assert secrets.describe_secret(SecretId=secret_name)["Name"] == secret_name
+    url = "/admin/buckets/abc-static/purge"
+
+    # Only an admin removes, and only a bucket that serves nothing and is meant not to.
+    refused = await flow.call("POST", url, headers=owner)
+    assert refused.status_code == 403 and "bucket_admin" in refused.json()["message"]
+    early = await flow.call("POST", url, headers=flow.admin)
+    assert early.status_code == 409 and "only rejected or suspended" in early.json()["message"]
+    assert (await flow.call("POST", "/admin/buckets/abc-static/reject", headers=flow.admin)).json()[
+        "status"
+    ] == "rejected"
+    # The other replica has the rejected bucket cached.
+    assert (await replica.presign("submitter", "abc-static", "raw/k", "read")).status_code == 403
+    assert (await flow.call("POST", url, headers=owner)).status_code == 403
+
+    removed = await flow.call("POST", url, headers=flow.admin)
+    assert removed.status_code == 200, removed.text
+    assert removed.json() == {"ok": True, "name": "abc-static", "secrets_removed": True}
+    assert (
+        await flow.call("GET", "/admin/buckets/abc-static", headers=flow.admin)
+    ).status_code == (404)
+    with pytest.raises(secrets.exceptions.ResourceNotFoundException):
+        secrets.describe_secret(SecretId=secret_name)
+    # Every replica forgets it at once: unknown, no longer "rejected".
+    deadline = time.monotonic() + 1.0
+    while (await replica.presign("submitter", "abc-static", "raw/k", "read")).status_code != 404:
+        assert time.monotonic() < deadline, "the other replica still knows the bucket"
+        await asyncio.sleep(0.05)
+    # The trail stays, ending with what was removed (no secret in it).
+    trail = await flow.call("GET", "/admin/audit", headers=flow.admin)
+    rows = [row for row in trail.json() if row["bucket_name"] == "abc-static"]
+    assert [row["action"] for row in reversed(rows)] == [
+        "register",
+        "add_prefix",
+        "bind",
+        "rotate",
+        "reject",
+        "remove",
+    ]
+    gone = rows[0]["diff"]["before"]
+    assert gone["status"] == "rejected" and gone["prefixes"] == ["raw/"]
+    assert gone["bindings"][0]["resource_path"] == PROJECT
+    assert STATIC_SECRET not in trail.text and secret_name not in trail.text
+
+    # The name is free again.
+    again = await register(flow, static_body(gateway.url))
+    assert again["status"] == "pending"
+    assert (await flow.call("POST", url, headers=flow.admin)).status_code == 409
+    assert (
+        await flow.call("POST", "/admin/buckets/unknown-bucket/purge", headers=flow.admin)
+    ).status_code == 404
+
+
+async def test_operators_remove_a_suspended_bucket_from_the_command_line(
+    make_flow, moto, gateway, pg_url, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    flow = await setup(make_flow)
+    for name in ("abc-one", "abc-two"):
+        boto(moto, "s3").create_bucket(Bucket=name)
+        await register(flow, role_body(name))
+    await flow.call("DELETE", "/admin/buckets/abc-one", headers=flow.admin)
+    monkeypatch.setenv("BUCKET_REGISTRY_DATABASE_URL", pg_url)
+
+    async def run(*args: str) -> Any:
+        return await asyncio.to_thread(
+            CliRunner().invoke, cli, list(args), prog_name="bucket-registry"
+        )
+
+    active = await run("purge", "abc-two", "--yes")
+    assert active.exit_code == 1 and "only rejected or suspended" in active.output
+    unconfirmed = await run("purge", "abc-one")
+    assert unconfirmed.exit_code != 0
+    assert (await record(flow, "abc-one", "admin"))["status"] == "suspended"
+    purged = await run("purge", "abc-one", "--yes")
+    assert purged.exit_code == 0 and "abc-one: removed" in purged.output, purged.output
+    assert (await flow.call("GET", "/admin/buckets/abc-one", headers=flow.admin)).status_code == 404
+    trail = await flow.call("GET", "/admin/audit", headers=flow.admin)
+    latest = next(row for row in trail.json() if row["bucket_name"] == "abc-one")
+    assert (latest["action"], latest["actor"][:3]) == ("remove", "cli")

@@ -183,3 +183,79 @@ async def test_an_empty_registry_exports_an_empty_configuration(pg_url: str) -> 
     text = await run_export(Settings(database_url=pg_url), ExportFormat.FENCE_YAML)
     config = parse_fence_config(text)
     assert config.s3_buckets == () and config.gs_buckets == () and config.data_upload_bucket is None
+
+
+SELF_SERVICE_COMPARED = (*COMPARED, "project_resource", "pending_external_id")
+
+
+async def self_service_state(database_url: str) -> dict[str, Any]:
+    dump = await dump_tables(database_url)
+    return {row["name"]: {key: row[key] for key in SELF_SERVICE_COMPARED} for row in dump["bucket"]}
+
+
+async def test_self_service_registrations_round_trip(
+    postgres: PostgresDatabase, pg_url: str, aws_sm: Any, tmp_path: Path
+) -> None:
+    settings = Settings(database_url=pg_url, secrets_backend="aws_sm")
+    db = Database(settings)
+    registry = RegistryService(db)
+    owner = Actor("owner")
+    project = "/programs/DEV/projects/ABC"
+    try:
+        for name in ("abc-pending", "abc-rejected", "abc-rotating"):
+            await registry.create_bucket(
+                BucketCreate(
+                    name=name,
+                    provider="aws",
+                    region="us-east-1",
+                    auth_mode="role",
+                    role_arn=f"arn:aws:iam::123456789012:role/{name}",
+                    project_resource=project,
+                ),
+                owner,
+                registrant=True,
+            )
+        await registry.create_bucket(
+            BucketCreate(
+                name="abc-static",
+                provider="minio",
+                endpoint="https://minio.example.org",
+                auth_mode="static",
+                project_resource=project,
+            ),
+            owner,
+            registrant=True,
+        )
+        await registry.change(
+            "abc-rejected", Actor("admin"), "reject", lambda _row: {"status": "rejected"}
+        )
+        await registry.change(
+            "abc-rotating",
+            Actor("admin"),
+            "rotate",
+            lambda _row: {"status": "active", "pending_external_id": "gen3-bucket-registry-next"},
+        )
+    finally:
+        await db.dispose()
+    original = await self_service_state(pg_url)
+    assert original["abc-pending"]["status"] == "pending"
+    assert original["abc-pending"]["external_id"].startswith("gen3-bucket-registry-")
+    assert original["abc-rejected"]["status"] == "rejected"
+    assert original["abc-static"]["owner_project"] == "ABC"
+
+    document = json.loads(await run_export(settings, ExportFormat.JSON))
+    by_name = {bucket["name"]: bucket for bucket in document["buckets"]}
+    assert by_name["abc-rotating"]["project_resource"] == project
+    assert by_name["abc-rotating"]["pending_external_id"] == "gen3-bucket-registry-next"
+
+    exported = await run_export(settings, ExportFormat.FENCE_YAML)
+    assert f"project_resource: {project}" in exported
+    path = tmp_path / "exported.yaml"
+    path.write_text(exported)
+    # Into the same registry: nothing to change; into an empty one: the same buckets, pending,
+    # rejected and mid-rotation alike, each still managed by its project.
+    out = await imported(settings, path)
+    assert "0 to create, 0 to update, 4 unchanged" in out, out
+    await postgres.truncate()
+    await imported(settings, path)
+    assert await self_service_state(pg_url) == original

@@ -491,3 +491,45 @@ async def test_lookup_regions_asks_head_bucket_and_reports_each_answer(
     assert rows["commons-gone"]["region"] is None
     assert rows["commons-west"]["region"] == "us-west-2"
     assert "cred1-secret-value" not in out + err
+
+
+async def test_self_service_fields_in_a_registry_block_are_checked(
+    pg_url: str, tmp_path: Path, aws_sm: Any
+) -> None:
+    settings = Settings(database_url=pg_url, secrets_backend="aws_sm")
+    path = tmp_path / "fence-config.yaml"
+
+    def write(block: str) -> None:
+        path.write_text(
+            "AWS_CREDENTIALS: {}\n"
+            "S3_BUCKETS:\n"
+            "  abc-role:\n"
+            "    cred: '*'\n"
+            "    region: us-east-1\n"
+            "    role-arn: arn:aws:iam::123456789012:role/abc\n"
+            "    registry: {auth_mode: role, role_arn: 'arn:aws:iam::123456789012:role/abc',"
+            f" {block}}}\n"
+        )
+
+    write("status: pending, project_resource: /programs/DEV/projects/ABC")
+    code, out, err = await run(settings, path)
+    assert code == 0, out + err
+    row = (await buckets(settings))["abc-role"]
+    # owner_project follows project_resource, as at registration.
+    assert (row["status"], row["project_resource"], row["owner_project"]) == (
+        "pending",
+        "/programs/DEV/projects/ABC",
+        "ABC",
+    )
+
+    for block, words in (
+        ("pending_external_id: 'no spaces allowed'", "registry.pending_external_id: 2-1224"),
+        ("project_resource: not-a-path", "project_resource"),
+    ):
+        write(block)
+        code, out, err = await run(settings, path)
+        assert code == 1 and "nothing was written" in err, (block, err)
+        assert f"S3_BUCKETS.abc-role: {words}" in out, out
+    assert (await buckets(settings))["abc-role"]["project_resource"] == (
+        "/programs/DEV/projects/ABC"
+    )

@@ -5,19 +5,18 @@ stub of the IAM Credentials API."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from google.auth.exceptions import DefaultCredentialsError
 
 from app.config import Settings
@@ -31,81 +30,27 @@ from app.storage.gcs.signer import GcsBucketSigner, GcsSignerFactory
 from app.storage.service import StorageService
 from tests.storage.conftest import DictSecrets, WallClock, make_bucket
 from tests.support.gcp_iam import GoogleApiStub, PodTokens, new_rsa_key, service_account_key_json
+from tests.support.gcs_v4 import UNRESERVED, check_v4
 from tests.support.net import free_port
 
 STATIC_EMAIL = "registry-signer@registry-project.iam.gserviceaccount.com"
 WI_EMAIL = "data-signer@commons-data.iam.gserviceaccount.com"
 SECRET_REF = "gcp-sm://projects/p/secrets/gcs-key"
-UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-
-# -- an independent V4 verifier (Google's "canonical requests" and "signatures" pages) ----------
-
-
-def rfc3986(value: str, *, keep_slash: bool = False) -> str:
-    """Percent-encode UTF-8 bytes except RFC 3986 unreserved (and ``/`` when asked)."""
-    keep = UNRESERVED | ({ord("/")} if keep_slash else set())
-    return "".join(chr(b) if b in keep else f"%{b:02X}" for b in value.encode("utf-8"))
 
 
 def verify_v4(
     request: PresignedRequest, public_key: rsa.RSAPublicKey, *, bucket: str, key: str
 ) -> dict[str, str]:
     """Check ``request`` the way Cloud Storage would; returns its decoded query parameters."""
-    parts = urlsplit(request.url)
-    assert parts.scheme == "https"
-    assert parts.netloc == "storage.googleapis.com"
-    # The path names exactly bucket/key, encoded per Google's rules (so the URL is canonical).
-    assert unquote(parts.path) == f"/{bucket}/{key}"
-    assert parts.path == f"/{rfc3986(bucket)}/{rfc3986(key, keep_slash=True)}"
-
-    pairs = [pair.split("=", 1) for pair in parts.query.split("&")]
-    assert pairs[-1][0] == "X-Goog-Signature", "the signature comes last"
-    signature = bytes.fromhex(pairs[-1][1])
-    query = {unquote(name): unquote(value) for name, value in pairs[:-1]}
-    assert len(query) == len(pairs) - 1, "no repeated parameters"
-    canonical_query = "&".join(
-        f"{rfc3986(name)}={rfc3986(value)}" for name, value in sorted(query.items())
+    return check_v4(
+        request.method,
+        request.url,
+        request.headers,
+        public_key,
+        bucket=bucket,
+        key=key,
+        expires_at=request.expires_at,
     )
-    assert parts.query == f"{canonical_query}&X-Goog-Signature={pairs[-1][1]}"
-
-    assert query["X-Goog-Algorithm"] == "GOOG4-RSA-SHA256"
-    email, _, scope = query["X-Goog-Credential"].partition("/")
-    date = query["X-Goog-Date"]
-    assert scope == f"{date[:8]}/auto/storage/goog4_request"
-    expires = int(query["X-Goog-Expires"])
-    assert 1 <= expires <= 604800
-    signed_at = datetime.strptime(date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    assert request.expires_at == signed_at + timedelta(seconds=expires)
-
-    # Headers: host plus whatever the client is told to send, and nothing else.
-    sent = {"host": parts.netloc, **{k.lower(): v for k, v in request.headers.items()}}
-    signed_headers = query["X-Goog-SignedHeaders"].split(";")
-    assert signed_headers == sorted(sent)
-    canonical_headers = "".join(f"{name}:{sent[name].strip()}\n" for name in signed_headers)
-
-    canonical_request = "\n".join(
-        [
-            request.method,
-            parts.path,
-            canonical_query,
-            canonical_headers,
-            ";".join(signed_headers),
-            "UNSIGNED-PAYLOAD",
-        ]
-    )
-    string_to_sign = "\n".join(
-        [
-            "GOOG4-RSA-SHA256",
-            date,
-            scope,
-            hashlib.sha256(canonical_request.encode()).hexdigest(),
-        ]
-    )
-    # Raises InvalidSignature on a mismatch.
-    public_key.verify(signature, string_to_sign.encode(), padding.PKCS1v15(), hashes.SHA256())
-    query["email"] = email
-    return query
 
 
 # -- fixtures --------------------------------------------------------------------------------

@@ -15,6 +15,11 @@ Storage JSON API objects list, speaking their REST wire formats.
   may do what its roles on the bucket allow (``readers``: get and list, ``admins``: every
   object call); a downscoped token may do only what its account may and its boundary allows
   (``tests.support.gcs_boundary``). Refusals are recorded in ``boundary_denials``.
+- ``accepts_signed_url`` judges a V4 signed URL as Cloud Storage would: signed by a key the
+  account still holds, unexpired, by an account that may read the bucket.
+
+An account may hold several keys (``add_key``), as a rotation needs; ``delete_key`` retires
+one, after which neither its token grants nor its signatures are accepted.
 
 Faults: ``fail_next`` answers the next requests with the listed statuses; ``fail_always``
 answers every request with one status.
@@ -29,12 +34,13 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 import jwt
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -48,6 +54,7 @@ from tests.support.gcs_boundary import (
     InvalidBoundary,
     StorageQuestion,
 )
+from tests.support.gcs_v4 import check_v4
 from tests.support.net import BackgroundHTTPServer, JsonHandler
 
 _ACCOUNT_PATH = "/v1/projects/-/serviceAccounts/"
@@ -88,6 +95,11 @@ def service_account_key_json(
             "token_uri": token_uri,
         }
     )
+
+
+def _signer_of(url: str) -> str:
+    credential = parse_qs(urlsplit(url).query).get("X-Goog-Credential", [""])[0]
+    return credential.partition("/")[0]
 
 
 @dataclass
@@ -246,19 +258,7 @@ class _Handler(JsonHandler):
             return
         assertion = form.get("assertion", "")
         issuer = jwt.decode(assertion, options={"verify_signature": False}).get("iss", "")
-        key = stub.accounts.get(issuer)
-        if key is None:
-            self.send_json(400, {"error": "invalid_grant", "error_description": "Invalid JWT"})
-            return
-        try:
-            jwt.decode(
-                assertion,
-                key.public_key(),
-                algorithms=["RS256"],
-                # google-auth names Google's token endpoint as audience whatever token_uri says.
-                audience=[GOOGLE_TOKEN_AUDIENCE, f"{stub.url}/token"],
-            )
-        except jwt.PyJWTError:
+        if not any(_verifies(assertion, key, f"{stub.url}/token") for key in stub.keys_of(issuer)):
             self.send_json(400, {"error": "invalid_grant", "error_description": "Invalid JWT"})
             return
         # A pod identity's key yields pod tokens (which may call IAM); any other account's key
@@ -428,6 +428,20 @@ class _Handler(JsonHandler):
         )
 
 
+def _verifies(assertion: str, key: rsa.RSAPrivateKey, token_url: str) -> bool:
+    try:
+        jwt.decode(
+            assertion,
+            key.public_key(),
+            algorithms=["RS256"],
+            # google-auth names Google's token endpoint as audience whatever token_uri says.
+            audience=[GOOGLE_TOKEN_AUDIENCE, token_url],
+        )
+    except jwt.PyJWTError:
+        return False
+    return True
+
+
 class GoogleApiStub:
     def __init__(self) -> None:
         self._server = BackgroundHTTPServer(_Handler)
@@ -449,6 +463,8 @@ class GoogleApiStub:
     def reset(self) -> None:
         with self._lock:
             self.accounts: dict[str, rsa.RSAPrivateKey] = {}
+            self.extra_keys: dict[str, list[rsa.RSAPrivateKey]] = {}
+            self.deleted_keys: set[int] = set()
             self.impersonable: set[str] = set()
             self.pod_accounts: set[str] = set()
             self.pod_tokens: set[str] = set()
@@ -476,6 +492,44 @@ class GoogleApiStub:
         if impersonable:
             self.impersonable.add(email)
         return key
+
+    def add_key(self, email: str, key: rsa.RSAPrivateKey | None = None) -> rsa.RSAPrivateKey:
+        """Another key for an existing account (``serviceAccounts.keys.create``)."""
+        key = key or new_rsa_key()
+        with self._lock:
+            self.extra_keys.setdefault(email, []).append(key)
+        return key
+
+    def delete_key(self, key: rsa.RSAPrivateKey) -> None:
+        """Retire a key: its grants and signatures are refused from now on."""
+        with self._lock:
+            self.deleted_keys.add(id(key))
+
+    def keys_of(self, email: str) -> list[rsa.RSAPrivateKey]:
+        with self._lock:
+            keys = [self.accounts[email]] if email in self.accounts else []
+            keys += self.extra_keys.get(email, [])
+            return [key for key in keys if id(key) not in self.deleted_keys]
+
+    def accepts_signed_url(
+        self, method: str, url: str, headers: dict[str, str] | None = None
+    ) -> str:
+        """The account a V4 signed URL is accepted for; ``AssertionError`` if Cloud Storage
+        would refuse it (no live key of the account made the signature, expired, or the
+        account may not read the bucket)."""
+        bucket = urlsplit(url).path.lstrip("/").split("/", 1)[0]
+        for key in self.keys_of(_signer_of(url)):
+            try:
+                query = check_v4(method, url, headers or {}, key.public_key())
+            except InvalidSignature:
+                continue
+            signed_at = datetime.strptime(query["X-Goog-Date"], "%Y%m%dT%H%M%SZ")
+            expiry = signed_at.replace(tzinfo=UTC) + timedelta(seconds=int(query["X-Goog-Expires"]))
+            assert datetime.now(UTC) < expiry, "the signed URL has expired"
+            state = self.buckets.get(unquote(bucket))
+            assert state is not None and query["email"] in state.readers, "access denied"
+            return query["email"]
+        raise AssertionError("SignatureDoesNotMatch: no live key of the account signed it")
 
     def add_bucket(
         self, name: str, *, readers: set[str], requester_pays: bool = False
