@@ -15,7 +15,7 @@ from typing import Any
 
 from app.health.drift import DRIFT_SOURCE
 from app.health.probe import ProbeReport
-from app.health.selfservice import SelfService
+from app.health.selfservice import SelfService, redact_ref
 from app.registry.records import BucketStatus
 from app.registry.service import Actor, RegistryService
 
@@ -73,14 +73,20 @@ async def put_credentials(
     return await selfservice.put_credentials(name, payload, actor, registrant=registrant)
 
 
-def stored_validation(name: str, stored: Mapping[str, Any] | None) -> ValidationResult | None:
-    """The validation the bucket's record keeps (every replica sees it), if any."""
+def stored_validation(
+    name: str, stored: Mapping[str, Any] | None, secret_ref: str | None
+) -> ValidationResult | None:
+    """The validation the bucket's record keeps (every replica sees it), if any; a reason
+    naming the bucket's secret reference (kept before references were redacted at the
+    source) shows only its fingerprint."""
     if not stored:
         return None
     try:
         at = datetime.fromisoformat(str(stored["at"]))
         checks = tuple(
-            Check(check, str(value["status"]), str(value.get("reason") or ""))
+            Check(
+                check, str(value["status"]), redact_ref(str(value.get("reason") or ""), secret_ref)
+            )
             for check, value in dict(stored["checks"]).items()
         )
     except (KeyError, TypeError, ValueError, AttributeError):

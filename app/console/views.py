@@ -334,7 +334,7 @@ async def bucket_page(request: Request, name: str) -> HTMLResponse:
         prefixes=prefixes,
         bindings=bindings,
         audit=audit.items,
-        validation=selfservice.stored_validation(name, bucket.validation),
+        validation=selfservice.stored_validation(name, bucket.validation, bucket.secret_ref),
         key_rotation=selfservice.supports_key_rotation(registry),
     )
 
@@ -374,7 +374,7 @@ async def health(request: Request) -> HTMLResponse:
 
 
 def _row_validation(row: Any) -> selfservice.ValidationResult | None:
-    return selfservice.stored_validation(row.name, row.validation)
+    return selfservice.stored_validation(row.name, row.validation, row.secret_ref)
 
 
 @router.get("/audit")

@@ -94,7 +94,8 @@ async def check_buckets(
                 return report
             report = await probe.run(snapshot, write_probe=write_probe)
             if record:
-                result = {**validation_result(report), "source": DRIFT_SOURCE}
+                result = validation_result(report, secret_ref=snapshot.secret_ref)
+                result["source"] = DRIFT_SOURCE
                 await registry.store_validation(name, result)
             return report
 

@@ -207,8 +207,8 @@ class RegistryService:
         restart forgets nothing): buckets, except rejected ones, whose last validation
         failed, by name; active buckets last validated before ``stale_before`` or never,
         least recently validated first. With ``project_resources``, only buckets of those
-        projects. Rows are plain rows with ``name``, ``status``, ``owner_project`` and
-        ``validation``."""
+        projects. Rows are plain rows with ``name``, ``status``, ``owner_project``,
+        ``validation`` and ``secret_ref`` (to redact it from the reasons, never to show)."""
         table = Bucket.__table__  # type: ignore[attr-defined]
         ok = table.c.validation["ok"].as_boolean()
         at = table.c.validation["at"].as_string()
@@ -223,7 +223,13 @@ class RegistryService:
             sa.or_(at.is_(None), at < stale_before.astimezone(UTC).isoformat()),
             *scope,
         )
-        columns = (table.c.name, table.c.status, table.c.owner_project, table.c.validation)
+        columns = (
+            table.c.name,
+            table.c.status,
+            table.c.owner_project,
+            table.c.validation,
+            table.c.secret_ref,
+        )
         count = sa.func.count()
         async with self.db.transaction() as session:
             failing_rows = (

@@ -3,7 +3,11 @@ use of the registry (no browser; tests/console/test_browser.py drives Chromium).
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -12,6 +16,7 @@ import pytest
 from app.main import create_app
 from tests.support.arborist import ArboristStub
 from tests.support.fence import FenceIssuer
+from tests.support.moto import MotoServer
 
 CSRF = "test-csrf-token-0123456789"
 SECRET_REF = "aws-sm://bucket-registry/static/very-private-path"
@@ -547,3 +552,93 @@ async def test_a_user_with_neither_permission_gets_a_clear_403_page(
         assert page.status_code == 403, path
         assert "bucket_register on a project" in page.text
         assert "Signed in as" not in page.text
+
+
+# ----- health from the stored validations -------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def app_on(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A whole app (its own container, caches and memory) on ``settings``' database."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+@pytest.fixture
+def store_settings(make_settings, pg_url: str, moto: MotoServer, monkeypatch):  # type: ignore[no-untyped-def]
+    # Secrets Manager is moto, which holds none of these buckets' secrets: validations fail
+    # at secret_accessible, quickly and for real.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.url)
+    return make_settings(pg_url, secrets_backend="aws_sm")
+
+
+def section(page: str, heading_id: str) -> str:
+    start = page.index(f'id="{heading_id}"')
+    end = page.find("</section>", start)
+    return page[start:end]
+
+
+async def test_the_health_page_reads_the_stored_validations_after_a_restart(
+    store_settings: Any, issuer: FenceIssuer
+) -> None:
+    admin = signed_in(issuer)
+    async with app_on(store_settings) as first:
+        await register(first, admin, "fails-validate")
+        await register(first, admin, "never-checked")
+        await register(first, admin, "checked-long-ago")
+        checked = await post(first, "/console/buckets/fails-validate/validate", admin, {})
+        assert checked.headers["location"].endswith("done=Validation+failed")
+        long_ago = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+        await first.app.state.services.registry.store_validation(  # type: ignore[attr-defined]
+            "checked-long-ago", {"at": long_ago, "ok": True, "checks": {}}
+        )
+
+    # A new app on the same database: nothing of the first one's memory survives.
+    async with app_on(store_settings) as second:
+        page = (await get(second, "/console/health", admin)).text
+        failing = section(page, "h-failing")
+        assert "fails-validate" in failing and "secret_accessible" in failing
+        assert "never-checked" not in failing
+        stale = section(page, "h-stale")
+        assert "never-checked" in stale and "never" in stale
+        assert "checked-long-ago" in stale and long_ago[:10] in stale
+        assert "fails-validate" not in stale
+        assert "1 failing their last validation; 2 active not validated in 48 hours" in page
+        bucket = (await get(second, "/console/buckets/fails-validate", admin)).text
+        assert "Failed at" in section(bucket, "h-validation")
+        assert SECRET_REF not in page + bucket
+        # Nor in the column: the reason keeps the reference's fingerprint only.
+        registry = second.app.state.services.registry  # type: ignore[attr-defined]
+        kept = json.dumps((await registry.get_bucket("fails-validate")).validation)
+        assert SECRET_REF not in kept and "secret sha256:" in kept
+
+        # The drift check keeps its results too, marked as the drift check's.
+        ran = await post(second, "/console/health/check", admin, {})
+        assert ran.headers["location"].endswith("Checked+3+bucket%28s%29%2C+3+failing")
+
+    async with app_on(store_settings) as third:
+        page = (await get(third, "/console/health", admin)).text
+        failing = section(page, "h-failing")
+        for name in ("fails-validate", "never-checked", "checked-long-ago"):
+            assert name in failing, name
+        assert failing.count("<td>drift check</td>") == 3
+        assert "Every active bucket was validated in the last 48 hours." in page
+
+
+async def test_a_registrant_sees_the_health_of_their_projects_buckets_only(
+    store_settings: Any, issuer: FenceIssuer, arborist: ArboristStub
+) -> None:
+    arborist.grant("carol", "bucket_register", PROJECT)
+    async with app_on(store_settings) as http:
+        await admin_registers(http, issuer, "xyz-failing", OTHER_PROJECT)
+        await admin_registers(http, issuer, "abc-failing", PROJECT)
+        for name in ("xyz-failing", "abc-failing"):
+            await post(http, f"/console/buckets/{name}/validate", signed_in(issuer), {})
+        page = (await get(http, "/console/health", signed_in(issuer, "carol"))).text
+        assert "abc-failing" in section(page, "h-failing")
+        assert "xyz-failing" not in page
+        assert "bucket(s) registered" not in page  # the registry's size is not theirs to see
