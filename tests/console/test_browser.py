@@ -237,8 +237,21 @@ def test_an_admin_registers_binds_validates_and_suspends_a_bucket(
     assert "console-abc" in browser.find_element(By.TAG_NAME, "table").text
     check_page(browser, axe_source, "buckets")
 
+    # A bucket whose secret is missing fails its validation; the health page reads it back.
+    with admin_api(live, issuer) as api:
+        broken = {
+            "name": "console-broken",
+            "provider": "minio",
+            "endpoint": keyed_gateway.url,
+            "auth_mode": "static",
+            "secret_ref": SECRET_REF + "-missing",
+        }
+        assert api.post("/admin/buckets", json=broken).status_code == 201
+        assert api.post("/admin/buckets/console-broken/validate").json()["ok"] is False
     browser.get(f"{live.url}/console/health")
-    assert "console-abc" in browser.find_element(By.TAG_NAME, "main").text
+    failing = browser.find_element(By.XPATH, "//section[@aria-labelledby='h-failing']").text
+    assert "console-broken" in failing and "secret_accessible" in failing
+    assert "console-abc" in browser.find_element(By.TAG_NAME, "main").text  # suspended
     check_page(browser, axe_source, "health")
 
     browser.get(f"{live.url}/console/pending")
