@@ -216,10 +216,18 @@ def validate(
     write_probe: Annotated[
         bool, typer.Option(help="Also PUT, GET and DELETE a small probe object.")
     ] = False,
+    record: Annotated[
+        bool,
+        typer.Option(
+            help="Keep each result as the bucket's last validation (the console's health"
+            " page shows it); no status changes."
+        ),
+    ] = False,
 ) -> None:
     """Dry-run each bucket's secret, role, listing and a real presigned request.
 
-    Exits 1 when any check fails, 2 on bad usage; changes nothing.
+    Exits 1 when any check fails, 2 on bad usage; changes nothing (``--record`` keeps each
+    result on its bucket, nothing else).
     """
     import asyncio
 
@@ -244,6 +252,7 @@ def validate(
                 targets,
                 concurrency=concurrency,
                 write_probe=write_probe,
+                record=record,
             )
         finally:
             await services.aclose()

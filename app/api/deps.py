@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.authz import managers
 from app.authz.callers import ServiceCaller
-from app.authz.policy import path_covers
+from app.authz.managers import Manager, admin_required, manager_of
 from app.authz.tokens import Identity
-from app.config import Settings
 from app.container import Services
 from app.errors import AccessDenied, Unauthenticated
 from app.registry.service import Actor
@@ -49,63 +49,30 @@ async def admin_identity(services: ServicesDep, identity: IdentityDep) -> Identi
         identity, settings.admin_service, settings.admin_method, settings.admin_resource
     )
     if not allowed:
-        raise AccessDenied(_admin_required(settings))
+        raise AccessDenied(admin_required(settings))
     return identity
 
 
 AdminDep = Annotated[Identity, Depends(admin_identity)]
 
 
-@dataclass(frozen=True, slots=True)
-class Manager:
-    """Who is calling an admin route: a bucket admin (every bucket), or a project registrant
-    holding ``bucket_register`` on ``projects`` (their buckets only, docs/self-service.md)."""
-
-    identity: Identity
-    is_admin: bool
-    projects: tuple[str, ...] = ()
-
-    def require_admin(self, settings: Settings) -> None:
-        if not self.is_admin:
-            raise AccessDenied(_admin_required(settings))
-
-
-def _admin_required(settings: Settings) -> str:
-    return f"{settings.admin_method} on {settings.admin_resource} is required for this endpoint"
-
-
 async def manager_identity(services: ServicesDep, identity: IdentityDep) -> Manager:
     """The caller as a bucket admin, or as a registrant of the projects Arborist's
-    ``/auth/mapping`` names; 403 for anyone who is neither, 503 if Arborist can't say."""
-    settings = services.settings
-    if await services.authorizer.authorize(
-        identity, settings.admin_service, settings.admin_method, settings.admin_resource
-    ):
-        return Manager(identity, is_admin=True)
-    projects = await services.authorizer.granted_resources(
-        identity, settings.admin_service, settings.register_method
-    )
-    if not projects:
-        raise AccessDenied(_admin_required(settings))
-    return Manager(identity, is_admin=False, projects=projects)
+    ``/auth/mapping`` names (``authz.managers``); 403 for anyone who is neither, 503 if
+    Arborist can't say."""
+    manager = await manager_of(services.authorizer, services.settings, identity)
+    if manager is None:
+        raise AccessDenied(admin_required(services.settings))
+    return manager
 
 
 ManagerDep = Annotated[Manager, Depends(manager_identity)]
 
 
 async def may_manage(services: Services, manager: Manager, project_resource: str | None) -> bool:
-    """Whether the caller may manage a bucket of ``project_resource``: admins always; a
-    registrant when Arborist grants ``bucket_register`` there (asked as for any decision, so a
-    client's token is held to what the client may do too)."""
-    if manager.is_admin:
-        return True
-    if not project_resource or not any(
-        path_covers(path, project_resource) for path in manager.projects
-    ):
-        return False
-    settings = services.settings
-    return await services.authorizer.authorize(
-        manager.identity, settings.admin_service, settings.register_method, project_resource
+    """Whether the caller may manage a bucket of ``project_resource`` (``authz.managers``)."""
+    return await managers.may_manage(
+        services.authorizer, services.settings, manager, project_resource
     )
 
 

@@ -2,20 +2,20 @@
 results, credential rotation by value).
 
 Each one uses the registry service's method when this deployment's service has it and falls
-back to what the registry offers without it: no pending list, the last ``validate`` result this
-replica saw, and rotation by pointing the bucket at a new secret reference.
+back to what the registry offers without it: no pending list, and rotation by pointing the
+bucket at a new secret reference.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from app.health.drift import DRIFT_SOURCE
 from app.health.probe import ProbeReport
-from app.health.selfservice import SelfService
+from app.health.selfservice import SelfService, redact_ref
 from app.registry.records import BucketStatus
 from app.registry.service import Actor, RegistryService
 
@@ -31,36 +31,17 @@ class Check:
 
 @dataclass(frozen=True, slots=True)
 class ValidationResult:
+    """A bucket's last validation as its record keeps it (every replica sees the same)."""
+
     bucket: str
     ok: bool
     at: datetime
     checks: tuple[Check, ...]
-    stored: bool  # False: only this replica's memory of a check run from the console
+    source: str | None = None  # "drift": made by the drift check, not a validate call
 
-    @classmethod
-    def of(cls, report: ProbeReport, at: datetime | None = None) -> ValidationResult:
-        checks = tuple(Check(n, c.status, c.reason) for n, c in report.checks.items())
-        return cls(report.bucket, report.ok, at or datetime.now(UTC), checks, stored=False)
-
-
-class RecentValidations:
-    """The last probe result per bucket on this replica, bounded; forgotten on restart."""
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self._results: OrderedDict[str, ValidationResult] = OrderedDict()
-        self._max = max_entries
-
-    def remember(self, result: ValidationResult) -> None:
-        self._results[result.bucket] = result
-        self._results.move_to_end(result.bucket)
-        while len(self._results) > self._max:
-            self._results.popitem(last=False)
-
-    def get(self, name: str) -> ValidationResult | None:
-        return self._results.get(name)
-
-    def all(self) -> list[ValidationResult]:
-        return list(self._results.values())
+    @property
+    def from_drift_check(self) -> bool:
+        return self.source == DRIFT_SOURCE
 
 
 def supports_pending(registry: RegistryService) -> bool:
@@ -80,33 +61,37 @@ def supports_key_rotation(registry: RegistryService) -> bool:
 
 
 async def put_credentials(
-    selfservice: SelfService, name: str, payload: dict[str, Any], actor: Actor
+    selfservice: SelfService,
+    name: str,
+    payload: dict[str, Any],
+    actor: Actor,
+    *,
+    registrant: bool,
 ) -> ProbeReport:
-    # An admin's console: the registrant rules (pending again after new keys) are the API's.
-    return await selfservice.put_credentials(name, payload, actor, registrant=False)
+    # ``registrant``: the API's rules for a registrant's keys apply (pending again in
+    # SELF_SERVICE_APPROVAL=admin mode, refused for a rejected bucket).
+    return await selfservice.put_credentials(name, payload, actor, registrant=registrant)
 
 
-def stored_validation(name: str, stored: Mapping[str, Any] | None) -> ValidationResult | None:
-    """The validation the bucket's record keeps (every replica sees it), if any."""
+def stored_validation(
+    name: str, stored: Mapping[str, Any] | None, secret_ref: str | None
+) -> ValidationResult | None:
+    """The validation the bucket's record keeps (every replica sees it), if any; a reason
+    naming the bucket's secret reference (kept before references were redacted at the
+    source) shows only its fingerprint."""
     if not stored:
         return None
     try:
         at = datetime.fromisoformat(str(stored["at"]))
         checks = tuple(
-            Check(check, str(value["status"]), str(value.get("reason") or ""))
+            Check(
+                check, str(value["status"]), redact_ref(str(value.get("reason") or ""), secret_ref)
+            )
             for check, value in dict(stored["checks"]).items()
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    return ValidationResult(name, bool(stored.get("ok")), at, checks, stored=True)
-
-
-async def last_validation(
-    registry: RegistryService, recent: RecentValidations, name: str
-) -> ValidationResult | None:
-    bucket = await registry.get_bucket(name)
-    stored = stored_validation(name, getattr(bucket, "validation", None))
-    seen = recent.get(name)
-    if stored is None or (seen is not None and seen.at > stored.at):
-        return seen
-    return stored
+    source = stored.get("source")
+    return ValidationResult(
+        name, bool(stored.get("ok")), at, checks, source if isinstance(source, str) else None
+    )

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 
 from fastapi import Request
 
+from app.authz.managers import Manager, admin_required, manager_of
 from app.authz.tokens import Identity
 from app.container import Services
 from app.errors import AccessDenied, Unauthenticated
@@ -70,12 +71,22 @@ def request_path(request: Request) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ConsoleUser:
-    identity: Identity
-    is_admin: bool
+    """The signed-in user as the admin API sees them: a bucket admin, or a registrant of
+    ``projects`` (``authz.managers``)."""
+
+    manager: Manager
 
     @property
     def name(self) -> str:
-        return self.identity.actor
+        return self.manager.identity.actor
+
+    @property
+    def is_admin(self) -> bool:
+        return self.manager.is_admin
+
+    @property
+    def projects(self) -> tuple[str, ...]:
+        return self.manager.projects
 
 
 async def signed_in(request: Request, services: Services) -> Identity:
@@ -94,22 +105,24 @@ async def signed_in(request: Request, services: Services) -> Identity:
 
 
 async def console_user(request: Request, services: Services) -> ConsoleUser:
-    """The signed-in user with the same Arborist check as the admin API (``bucket_admin`` on
-    the configured resource). 503 when Arborist cannot say: the console fails closed."""
+    """The signed-in user, decided as the admin API decides it (``authz.managers``): a bucket
+    admin or a project registrant; 403 for anyone who is neither, 503 when Arborist cannot say
+    (the console fails closed)."""
     identity = await signed_in(request, services)
     settings = services.settings
-    allowed = await services.authorizer.authorize(
-        identity, settings.admin_service, settings.admin_method, settings.admin_resource
-    )
-    return ConsoleUser(identity, allowed)
-
-
-def require_admin(user: ConsoleUser, services: Services) -> None:
-    if not user.is_admin:
-        settings = services.settings
+    manager = await manager_of(services.authorizer, settings, identity)
+    if manager is None:
         raise AccessDenied(
-            f"{settings.admin_method} on {settings.admin_resource} is required for this page"
+            f"the console needs {settings.admin_method} on {settings.admin_resource}, or"
+            f" {settings.register_method} on a project's resource path; ask the commons"
+            " operators for access"
         )
+    return ConsoleUser(manager)
+
+
+def require_admin(user: ConsoleUser, services: Services, what: str = "this page") -> None:
+    if not user.is_admin:
+        raise AccessDenied(admin_required(services.settings, what))
 
 
 def check_csrf(request: Request) -> None:

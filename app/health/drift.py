@@ -1,7 +1,9 @@
 """``bucket-registry validate``: the nightly drift check over every active bucket.
 
 Runs ``BucketProbe`` against each bucket with bounded concurrency and reports the failures.
-It reads the registry and the stores; it changes nothing.
+It reads the registry and the stores and changes nothing, unless asked to ``record`` each
+result as the bucket's last validation (``source: drift``), which is all the console's health
+page needs to show drift; recording changes no status, version or audit trail.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from dataclasses import dataclass
 
 from app.errors import RegistryError
 from app.health.probe import BucketProbe, CheckResult, ProbeReport
+from app.health.selfservice import validation_result
 from app.registry.records import BucketStatus
 from app.registry.service import BucketFilter, RegistryService
+
+# Marks a stored validation that the drift check made (not a validate call).
+DRIFT_SOURCE = "drift"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +80,23 @@ async def check_buckets(
     *,
     concurrency: int = 8,
     write_probe: bool = False,
+    record: bool = False,
 ) -> DriftResult:
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(name: str) -> ProbeReport:
         async with gate:
             try:
-                record = await registry.load_record(name)
+                snapshot = await registry.load_record(name)
             except RegistryError as exc:
                 report = ProbeReport(name)
                 report.checks["registered"] = CheckResult("fail", exc.message)
                 return report
-            return await probe.run(record, write_probe=write_probe)
+            report = await probe.run(snapshot, write_probe=write_probe)
+            if record:
+                result = validation_result(report, secret_ref=snapshot.secret_ref)
+                result["source"] = DRIFT_SOURCE
+                await registry.store_validation(name, result)
+            return report
 
     return DriftResult(list(await asyncio.gather(*(one(name) for name in names))))

@@ -23,7 +23,13 @@ from typing import Any
 from app.errors import Conflict, InvalidInput, RegistryError, SecretNotFound
 from app.health.probe import CHECKS, BucketProbe, CheckResult, ProbeReport
 from app.registry.models import Bucket, utcnow
-from app.registry.records import AuthMode, BucketRecord, BucketStatus, Provider
+from app.registry.records import (
+    AuthMode,
+    BucketRecord,
+    BucketStatus,
+    Provider,
+    secret_fingerprint,
+)
 from app.registry.selfservice import new_external_id
 from app.registry.service import Actor, RegistryService
 from app.secrets.base import StagedSecret
@@ -40,19 +46,30 @@ PURGEABLE = (BucketStatus.REJECTED, BucketStatus.SUSPENDED)
 GCP_KEY_FIELDS = ("service_account_key_json",)
 
 
-def validation_result(report: ProbeReport, *, external_id: str | None = None) -> dict[str, Any]:
-    """What a bucket's record keeps of its last validation: each check and when."""
+def validation_result(
+    report: ProbeReport, *, external_id: str | None = None, secret_ref: str | None = None
+) -> dict[str, Any]:
+    """What a bucket's record keeps of its last validation: each check and when. A reason
+    naming the bucket's ``secret_ref`` (a backend's "secret … not found") keeps only its
+    fingerprint: where a secret lives is never stored in a column or shown to a registrant."""
     result: dict[str, Any] = {
         "at": utcnow().isoformat(),
         "ok": report.ok,
         "checks": {
-            name: {"status": check.status, "reason": check.reason}
+            name: {"status": check.status, "reason": redact_ref(check.reason, secret_ref)}
             for name, check in report.checks.items()
         },
     }
     if external_id is not None:
         result["external_id"] = external_id
     return result
+
+
+def redact_ref(text: str, secret_ref: str | None) -> str:
+    """``text`` with every mention of ``secret_ref`` replaced by its fingerprint."""
+    if not secret_ref or secret_ref not in text:
+        return text
+    return text.replace(secret_ref, secret_fingerprint(secret_ref) or "")
 
 
 def key_fields(record: BucketRecord) -> tuple[str, ...]:
@@ -139,7 +156,9 @@ class SelfService:
             )
         else:
             report = await self._probe(record, write_probe=write_probe)
-        result = validation_result(report, external_id="pending" if pending_id else None)
+        result = validation_result(
+            report, external_id="pending" if pending_id else None, secret_ref=record.secret_ref
+        )
         activates = report.ok and self.validation_activates
         transitions = bool(pending_id) or (activates and record.status is BucketStatus.PENDING)
         if not report.ok or not transitions:
@@ -217,7 +236,7 @@ class SelfService:
                 details={"errors": report.errors},
             )
         await self.secrets.promote(owned, staged)
-        result = validation_result(report)
+        result = validation_result(report, secret_ref=staged.ref)
         holds_admin_approval = not self.validation_activates
 
         def compute(current: Bucket) -> dict[str, Any]:

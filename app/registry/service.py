@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -137,6 +137,17 @@ def to_record(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ValidationHealth:
+    """What the stored validations say: buckets whose last validation failed, and active
+    buckets not validated since a cut-off (or never), each a bounded list plus its count."""
+
+    failing: Sequence[Any]
+    failing_total: int
+    stale: Sequence[Any]
+    stale_total: int
+
+
 SecretRefCheck = Callable[[str, str | None], object]
 ChangeHook = Callable[[BucketChange], Awaitable[None] | None]
 
@@ -184,6 +195,59 @@ class RegistryService:
             rows = list((await session.execute(query)).all())
         next_cursor = encode_cursor({"after": rows[limit - 1].name}) if len(rows) > limit else None
         return Page(rows[:limit], next_cursor)
+
+    async def validation_health(
+        self,
+        *,
+        stale_before: datetime,
+        limit: int,
+        project_resources: tuple[str, ...] | None = None,
+    ) -> ValidationHealth:
+        """Read from each bucket's stored ``validation`` (every replica sees the same, and a
+        restart forgets nothing): buckets, except rejected ones, whose last validation
+        failed, by name; active buckets last validated before ``stale_before`` or never,
+        least recently validated first. With ``project_resources``, only buckets of those
+        projects. Rows are plain rows with ``name``, ``status``, ``owner_project``,
+        ``validation`` and ``secret_ref`` (to redact it from the reasons, never to show)."""
+        table = Bucket.__table__  # type: ignore[attr-defined]
+        ok = table.c.validation["ok"].as_boolean()
+        at = table.c.validation["at"].as_string()
+        scope = (
+            []
+            if project_resources is None
+            else [_under(table.c.project_resource, project_resources)]
+        )
+        failing = sa.and_(ok == sa.false(), table.c.status != BucketStatus.REJECTED.value, *scope)
+        stale = sa.and_(
+            table.c.status == BucketStatus.ACTIVE.value,
+            sa.or_(at.is_(None), at < stale_before.astimezone(UTC).isoformat()),
+            *scope,
+        )
+        columns = (
+            table.c.name,
+            table.c.status,
+            table.c.owner_project,
+            table.c.validation,
+            table.c.secret_ref,
+        )
+        count = sa.func.count()
+        async with self.db.transaction() as session:
+            failing_rows = (
+                await session.execute(
+                    sa.select(*columns).where(failing).order_by(table.c.name).limit(limit)
+                )
+            ).all()
+            stale_rows = (
+                await session.execute(
+                    sa.select(*columns)
+                    .where(stale)
+                    .order_by(at.asc().nulls_first(), table.c.name)
+                    .limit(limit)
+                )
+            ).all()
+            failing_total = (await session.execute(sa.select(count).where(failing))).scalar_one()
+            stale_total = (await session.execute(sa.select(count).where(stale))).scalar_one()
+        return ValidationHealth(failing_rows, int(failing_total), stale_rows, int(stale_total))
 
     async def get_bucket(self, name: str) -> Bucket:
         async with self.db.transaction() as session:

@@ -606,7 +606,7 @@ def test_drift_check_cronjob(prod_docs: list[Manifest]) -> None:
     assert job["backoffLimit"] == 0
     pod = job["template"]["spec"]
     container = pod["containers"][0]
-    assert container["args"] == ["validate", "--all", "--json"]
+    assert container["args"] == ["validate", "--all", "--json", "--record"]
     assert "command" not in container
     assert pod["serviceAccountName"] == "bucket-registry-sa"
     assert container["envFrom"] == [{"configMapRef": {"name": "bucket-registry-config"}}]

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import subprocess
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
@@ -75,22 +76,36 @@ def keyed_gateway(gateway: S3Gateway) -> S3Gateway:
 
 
 @pytest.fixture
-def live(
+def start_live(
     make_settings: Any,
     pg_url: str,
     moto: MotoServer,
     keyed_gateway: S3Gateway,
     arborist: ArboristStub,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[LiveServer]:
+) -> Iterator[Callable[..., LiveServer]]:
+    """Starts the app on a loopback port with the given setting overrides."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto.url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", keyed_gateway.url)
-    settings = make_settings(pg_url, endpoint_allowlist="127.0.0.1", secrets_backend="aws_sm")
     arborist.make_admin("admin")
-    server = LiveServer(settings).start()
-    yield server
-    server.stop()
+    started: list[LiveServer] = []
+
+    def start(**overrides: Any) -> LiveServer:
+        settings = make_settings(
+            pg_url, endpoint_allowlist="127.0.0.1", secrets_backend="aws_sm", **overrides
+        )
+        started.append(LiveServer(settings).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def live(start_live: Callable[..., LiveServer]) -> LiveServer:
+    return start_live()
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +159,13 @@ def check_page(browser: webdriver.Chrome, axe: str, shot: str | None = None) -> 
         overflow = browser.execute_script(
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
-        assert overflow <= 0, f"the page scrolls sideways by {overflow}px at 320px"
+        if overflow > 0:
+            wide = browser.execute_script(
+                "const w = document.documentElement.clientWidth; return [...document"
+                ".querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > w)"
+                ".map(e => e.tagName + (e.id ? '#' + e.id : '') + ' ' + e.className);"
+            )
+            raise AssertionError(f"the page scrolls sideways by {overflow}px at 320px: {wide}")
         assert accessibility_problems(browser, axe) == []
     finally:
         browser.set_window_size(*WIDE)
@@ -216,8 +237,21 @@ def test_an_admin_registers_binds_validates_and_suspends_a_bucket(
     assert "console-abc" in browser.find_element(By.TAG_NAME, "table").text
     check_page(browser, axe_source, "buckets")
 
+    # A bucket whose secret is missing fails its validation; the health page reads it back.
+    with admin_api(live, issuer) as api:
+        broken = {
+            "name": "console-broken",
+            "provider": "minio",
+            "endpoint": keyed_gateway.url,
+            "auth_mode": "static",
+            "secret_ref": SECRET_REF + "-missing",
+        }
+        assert api.post("/admin/buckets", json=broken).status_code == 201
+        assert api.post("/admin/buckets/console-broken/validate").json()["ok"] is False
     browser.get(f"{live.url}/console/health")
-    assert "console-abc" in browser.find_element(By.TAG_NAME, "main").text
+    failing = browser.find_element(By.XPATH, "//section[@aria-labelledby='h-failing']").text
+    assert "console-broken" in failing and "secret_accessible" in failing
+    assert "console-abc" in browser.find_element(By.TAG_NAME, "main").text  # suspended
     check_page(browser, axe_source, "health")
 
     browser.get(f"{live.url}/console/pending")
@@ -295,3 +329,166 @@ def test_a_form_post_without_the_csrf_header_is_refused(
     sign_in(browser, live, issuer.token("admin"))
     browser.get(f"{live.url}/console/buckets/csrf-target")
     assert browser.find_element(By.CSS_SELECTOR, "h1 .status").text == "active"
+
+
+# ----- project registrants and the admin's approval -----------------------------------------
+
+OTHER_PROJECT = "/programs/DEV/projects/XYZ"
+
+
+def admin_api(live: LiveServer, issuer: FenceIssuer, user: str = "admin") -> httpx.Client:
+    """The JSON API as a bearer-token client (the console's cookie is not accepted there)."""
+    headers = {"Authorization": f"Bearer {issuer.token(user)}"}
+    return httpx.Client(base_url=live.url, headers=headers, timeout=30)
+
+
+def status_of(live: LiveServer, issuer: FenceIssuer, name: str) -> str:
+    with admin_api(live, issuer) as api:
+        return str(api.get(f"/admin/buckets/{name}").json()["status"])
+
+
+def register_static(
+    browser: webdriver.Chrome, live: LiveServer, gateway: S3Gateway, name: str
+) -> None:
+    """A registrant's registration of a MinIO bucket of their project, through the form."""
+    browser.get(f"{live.url}/console/buckets/new")
+    browser.find_element(By.ID, "name").send_keys(name)
+    Select(browser.find_element(By.ID, "provider")).select_by_value("minio")
+    browser.find_element(By.ID, "endpoint").send_keys(gateway.url)
+    Select(browser.find_element(By.ID, "auth_mode")).select_by_value("static")
+    Select(browser.find_element(By.ID, "project_resource")).select_by_value(PROJECT)
+    submit(browser, "Register")
+    wait_for_text(browser, "Bucket registered")
+
+
+def put_keys(browser: webdriver.Chrome) -> None:
+    browser.find_element(By.ID, "access_key_id").send_keys(STATIC_KEY_ID)
+    browser.find_element(By.ID, "secret_access_key").send_keys(STATIC_SECRET)
+    submit(browser, "Rotate")
+    wait_for_text(browser, "Credentials rotated")
+
+
+def post_from_the_console(browser: webdriver.Chrome, action: str) -> None:
+    """A form post through the console's own script (so with the CSRF header)."""
+    browser.execute_script(
+        "const f = document.createElement('form'); f.method = 'post';"
+        "f.setAttribute('data-console', ''); f.action = arguments[0];"
+        "document.body.append(f); f.requestSubmit();",
+        action,
+    )
+
+
+def test_a_registrant_sees_only_their_project_and_manages_their_own_bucket(
+    browser: webdriver.Chrome,
+    live: LiveServer,
+    issuer: FenceIssuer,
+    arborist: ArboristStub,
+    moto: MotoServer,
+    keyed_gateway: S3Gateway,
+    axe_source: str,
+) -> None:
+    arborist.grant("carol", "bucket_register", PROJECT)
+    boto(moto, "s3").create_bucket(Bucket="carol-static")
+    with admin_api(live, issuer) as api:
+        theirs = {
+            "name": "xyz-data",
+            "provider": "aws",
+            "auth_mode": "workload_identity",
+            "project_resource": OTHER_PROJECT,
+        }
+        assert api.post("/admin/buckets", json=theirs).status_code == 201
+
+    sign_in(browser, live, issuer.token("carol"))
+    browser.get(f"{live.url}/console/buckets/new")
+    options = Select(browser.find_element(By.ID, "project_resource")).options
+    assert [option.get_attribute("value") for option in options] == [PROJECT]
+    auth_modes = Select(browser.find_element(By.ID, "auth_mode")).options
+    assert "workload_identity" not in [option.get_attribute("value") for option in auth_modes]
+    assert not browser.find_elements(By.ID, "secret_ref")
+    check_page(browser, axe_source)
+
+    register_static(browser, live, keyed_gateway, "carol-static")
+    assert browser.find_element(By.CSS_SELECTOR, "h1 .status").text == "pending"
+    put_keys(browser)  # staged, validated against the store, then made current
+    assert browser.find_element(By.CSS_SELECTOR, "h1 .status").text == "active"
+    field = browser.find_element(By.ID, "resource_path")
+    field.send_keys(PROJECT)
+    field.send_keys(Keys.ENTER)
+    wait_for_text(browser, "Binding added")
+    check_page(browser, axe_source, "registrant-bucket")
+
+    browser.get(f"{live.url}/console/buckets")
+    listed = browser.find_element(By.TAG_NAME, "table").text
+    assert "carol-static" in listed and "xyz-data" not in listed
+    check_page(browser, axe_source)
+    browser.get(f"{live.url}/console/audit")
+    assert "xyz-data" not in browser.find_element(By.TAG_NAME, "main").text
+
+    # Another project's bucket: not shown, and a form post for it is refused.
+    browser.get(f"{live.url}/console/buckets/carol-static")
+    post_from_the_console(browser, "/console/buckets/xyz-data/suspend")
+    WebDriverWait(browser, 10).until(ec.title_contains("Not allowed"))
+    assert "xyz-data" in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
+    browser.get(f"{live.url}/console/buckets/xyz-data")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Not allowed"
+    assert status_of(live, issuer, "xyz-data") == "active"
+
+
+def test_an_admin_approves_and_rejects_pending_registrations(
+    browser: webdriver.Chrome,
+    start_live: Callable[..., LiveServer],
+    issuer: FenceIssuer,
+    arborist: ArboristStub,
+    moto: MotoServer,
+    keyed_gateway: S3Gateway,
+    axe_source: str,
+) -> None:
+    live = start_live(self_service_approval="admin")
+    arborist.grant("carol", "bucket_register", PROJECT)
+    s3 = boto(moto, "s3")
+    for name in ("carol-approve", "carol-reject"):
+        s3.create_bucket(Bucket=name)
+
+    # One registration through the console, one through the API.
+    sign_in(browser, live, issuer.token("carol"))
+    register_static(browser, live, keyed_gateway, "carol-approve")
+    put_keys(browser)
+    assert browser.find_element(By.CSS_SELECTOR, "h1 .status").text == "pending"
+    with admin_api(live, issuer, "carol") as api:
+        body = {
+            "name": "carol-reject",
+            "provider": "minio",
+            "endpoint": keyed_gateway.url,
+            "auth_mode": "static",
+            "project_resource": PROJECT,
+        }
+        assert api.post("/admin/buckets", json=body).status_code == 201
+    browser.get(f"{live.url}/console/pending")
+    assert not browser.find_elements(By.XPATH, "//button[normalize-space()='Approve']")
+
+    sign_in(browser, live, issuer.token("admin"))
+    browser.get(f"{live.url}/console/pending")
+    waiting = browser.find_element(By.TAG_NAME, "table").text
+    assert "carol-approve" in waiting and "carol-reject" in waiting
+    check_page(browser, axe_source, "pending")
+    browser.find_element(By.CSS_SELECTOR, "button[aria-label='Approve carol-approve']").click()
+    wait_for_text(browser, "carol-approve approved")
+    browser.find_element(By.CSS_SELECTOR, "button[aria-label='Reject carol-reject']").click()
+    WebDriverWait(browser, 5).until(ec.alert_is_present())
+    browser.switch_to.alert.accept()
+    wait_for_text(browser, "carol-reject rejected")
+    assert "Nothing is waiting." in browser.find_element(By.TAG_NAME, "main").text
+    assert status_of(live, issuer, "carol-approve") == "active"
+    assert status_of(live, issuer, "carol-reject") == "rejected"
+
+    for name, action in (("carol-approve", "approve"), ("carol-reject", "reject")):
+        browser.get(f"{live.url}/console/audit?bucket={name}")
+        actions = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "td.action")]
+        assert actions[0] == action and actions[-1] == "register", actions
+        actors = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        assert "admin" in actors[0]
+    browser.get(f"{live.url}/console/audit")
+    assert {"approve", "reject"} <= {
+        cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "td.action")
+    }
+    check_page(browser, axe_source)

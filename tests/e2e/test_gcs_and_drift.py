@@ -342,3 +342,19 @@ async def test_validate_all_reports_a_broken_bucket_and_exits_non_zero(
     assert run_cli(["validate"], env).returncode == 2
     unknown = run_cli(["validate", "no-such-bucket"], env)
     assert unknown.returncode == 1 and "not registered" in unknown.stdout
+
+    # Read-only until asked: then each result is the bucket's last validation, marked as the
+    # drift check's, with the secret's location reduced to its fingerprint.
+    async def kept(name: str) -> Any:
+        answer = await flow.call("GET", f"/admin/buckets/{name}", headers=flow.admin)
+        return answer.json()["validation"]
+
+    assert await kept("minio-broken") is None
+    recorded = run_cli(["validate", "--all", "--record"], env)
+    assert recorded.returncode == 1, recorded.stderr
+    broken_kept, good_kept = await kept("minio-broken"), await kept("minio-good")
+    assert broken_kept["source"] == good_kept["source"] == "drift"
+    assert broken_kept["ok"] is False and good_kept["ok"] is True
+    assert broken_kept["checks"]["secret_accessible"]["status"] == "fail"
+    assert "gen3/bucket-registry/minio-broken" not in json.dumps(broken_kept)
+    assert await kept("minio-suspended") is None

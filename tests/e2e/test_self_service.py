@@ -553,9 +553,11 @@ async def test_the_console_lists_pending_registrations_and_an_admin_rejects_one(
     assert (await record(flow, "abc-static", user="admin"))["status"] == "rejected"
     audit = await flow.call("GET", "/admin/buckets/abc-static/audit", headers=flow.admin)
     assert "reject" in [row["action"] for row in audit.json()]
-    # A registrant is not an admin of the console.
+    # A registrant sees their project's registrations in the console; approving is an admin's.
     cookies["access_token"] = flow.issuer.token("owner")
-    assert (await console("GET", "/console/pending")).status_code == 403
+    page = await console("GET", "/console/pending")
+    assert page.status_code == 200 and "abc-static" not in page.text  # rejected, not pending
+    assert (await console("POST", "/console/pending/abc-static/approve")).status_code == 403
 
 
 async def test_a_write_probe_runs_with_the_pending_external_id(make_flow, moto, gateway) -> None:
