@@ -285,8 +285,9 @@ def _finish(
             if key in ("owner_project", "status", "project_resource"):
                 managed.add(key)
     if "auth_mode" in block:
-        # An export's block says every self-service field that is set: one left out is unset.
-        managed.update(("project_resource", "pending_external_id"))
+        # An export's block names any external ID being rotated in: one left out is unset.
+        # (project_resource is managed only when the block has the key, null included.)
+        managed.add("pending_external_id")
     if credential is not None and (
         spec.get("auth_mode") != AuthMode.STATIC.value or spec.get("secret_ref") != derived_ref
     ):

@@ -148,6 +148,9 @@ def _registry_block(bucket: ExportedBucket) -> dict[str, Any]:
         "auth_mode": values["auth_mode"],
         "status": values["status"],
         "labels": dict(values["labels"] or {}),
+        # Always written, null included: an import moves a bucket between projects (or out of
+        # one) only when its block says so, and an export made before this field keeps them.
+        "project_resource": values["project_resource"],
     }
     # GS_BUCKETS entries carry only a region at Fence's level: the rest stays in the block.
     fence_level = (

@@ -133,6 +133,9 @@ def registrant_update(before: Mapping[str, Any], changes: dict[str, Any]) -> dic
             " bucket admin may change it"
         )
     _refuse_borrowed(merged, changes.keys())
+    if "external_id" in changes and changes["external_id"] != before.get("external_id"):
+        # Clearing is choosing too: without its external ID the role would be assumed with none.
+        raise AccessDenied(_NOT_THEIRS["external_id"])
     if "owner_project" in changes and changes["owner_project"] != before.get("owner_project"):
         raise AccessDenied(
             "owner_project: follows project_resource; only a bucket admin may change it"

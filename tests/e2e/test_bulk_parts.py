@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Flow
-from tests.e2e.test_data_path import MIB, key_id_of, send, static_flow  # noqa: F401
+from tests.e2e.test_data_path import MIB, key_id_of, send
 from tests.e2e.test_trusted_callers import (  # noqa: F401
     UPLOADS,
     Fence,
@@ -49,7 +49,7 @@ async def upload_through(
 
 
 async def test_a_user_signs_all_parts_in_one_call_and_the_bytes_arrive(
-    static_flow: Flow,  # noqa: F811
+    static_flow: Flow,
     all_logs: Any,
 ) -> None:
     flow = static_flow
@@ -72,7 +72,7 @@ async def test_a_user_signs_all_parts_in_one_call_and_the_bytes_arrive(
     assert hashlib.sha256(got.content).digest() == hashlib.sha256(b"".join(chunks)).digest()
 
 
-async def test_the_single_part_answer_keeps_its_shape(static_flow: Flow) -> None:  # noqa: F811
+async def test_the_single_part_answer_keeps_its_shape(static_flow: Flow) -> None:
     flow = static_flow
     user = flow.user("submitter")
     init = await flow.call("POST", "/multipart/init", json=TARGET, headers=user)
@@ -120,7 +120,7 @@ async def test_the_single_part_answer_keeps_its_shape(static_flow: Flow) -> None
     ],
 )
 async def test_bad_part_lists_are_400_and_sign_nothing(
-    static_flow: Flow,  # noqa: F811
+    static_flow: Flow,
     change: dict[str, Any],
     message: str,
     all_logs: Any,
@@ -137,7 +137,7 @@ async def test_bad_part_lists_are_400_and_sign_nothing(
     assert not [r for r in all_logs.records if getattr(r, "decision", None) == "allowed"]
 
 
-async def test_a_denied_user_gets_no_part_url(static_flow: Flow) -> None:  # noqa: F811
+async def test_a_denied_user_gets_no_part_url(static_flow: Flow) -> None:
     flow = static_flow
     init = await flow.call("POST", "/multipart/init", json=TARGET, headers=flow.user("submitter"))
     upload = {**TARGET, "upload_id": init.json()["upload_id"], "part_numbers": [1, 2]}

@@ -533,3 +533,16 @@ async def test_self_service_fields_in_a_registry_block_are_checked(
     assert (await buckets(settings))["abc-role"]["project_resource"] == (
         "/programs/DEV/projects/ABC"
     )
+
+    # A block without the key (an export made before it was written) keeps the project; an
+    # explicit null takes the bucket out of it.
+    write("status: active")
+    code, out, err = await run(settings, path)
+    assert code == 0, out + err
+    assert (await buckets(settings))["abc-role"]["project_resource"] == (
+        "/programs/DEV/projects/ABC"
+    )
+    write("status: active, project_resource: null")
+    code, out, err = await run(settings, path)
+    assert code == 0, out + err
+    assert (await buckets(settings))["abc-role"]["project_resource"] is None
