@@ -32,7 +32,7 @@ import httpx
 from google.oauth2 import service_account, sts
 
 from app.config import Settings
-from app.errors import DependencyUnavailable, InvalidInput, SecretNotFound
+from app.errors import DependencyUnavailable, InvalidInput
 from app.netguard import DestinationRefused, NetGuard, guarded_transport, refusal_in
 from app.registry.records import AuthMode, BucketRecord
 from app.storage.base import as_utc, utcnow
@@ -40,7 +40,7 @@ from app.storage.credentials import SecretSource
 from app.storage.gcs.apis import GoogleApis
 from app.storage.gcs.boundary import access_boundary, boundary_problem
 from app.storage.gcs.identity import CLOUD_PLATFORM_SCOPE, AccessTokenProvider
-from app.storage.gcs.keys import parse_service_account_key
+from app.storage.gcs.keys import parse_service_account_key, service_account_key_json
 from app.storage.session_policy import CredentialOp
 
 GOOGLE_STS_ENDPOINT = "https://sts.googleapis.com/v1/token"
@@ -256,13 +256,8 @@ class GcsTokenVendor:
                 f" {KEY_TOKEN_LIFETIME} s, as Google issues them for the key; ask for at least"
                 " that (workload_identity buckets vend shorter tokens)"
             )
-        ref = bucket.secret_ref
-        if not ref:
-            raise SecretNotFound(f"bucket {bucket.name} uses static keys but has no secret_ref")
-        payload = await self._secrets.get(ref, bucket.secret_version)
-        key_json = payload.get("service_account_key_json")
-        if not key_json:
-            raise SecretNotFound(f"secret {ref} lacks service_account_key_json")
+        key_json = await service_account_key_json(self._secrets, bucket)
+        ref = str(bucket.secret_ref)
         key, info = await asyncio.to_thread(parse_service_account_key, key_json, ref)
         credentials = service_account.Credentials.from_service_account_info(
             info, scopes=[CLOUD_PLATFORM_SCOPE]

@@ -10,6 +10,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from app.errors import SecretNotFound
+from app.registry.records import BucketRecord
+from app.storage.credentials import SecretSource
 from app.storage.gcs.apis import GoogleApis
 from app.storage.gcs.identity import AccessTokenProvider
 
@@ -125,3 +127,16 @@ def parse_service_account_key(key_json: str, ref: str) -> tuple[ServiceAccountKe
         project_id=info.get("project_id"),
     )
     return key, info
+
+
+async def service_account_key_json(secrets: SecretSource, bucket: BucketRecord) -> str:
+    """The ``service_account_key_json`` a static gcp bucket's secret holds (SecretNotFound
+    naming the reference, never the value, when there is none)."""
+    ref = bucket.secret_ref
+    if not ref:
+        raise SecretNotFound(f"bucket {bucket.name} uses static keys but has no secret_ref")
+    payload = await secrets.get(ref, bucket.secret_version)
+    key_json = payload.get("service_account_key_json")
+    if not key_json:
+        raise SecretNotFound(f"secret {ref} lacks service_account_key_json")
+    return key_json

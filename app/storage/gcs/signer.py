@@ -31,7 +31,7 @@ import httpx
 from google.oauth2 import service_account
 
 from app.config import Settings
-from app.errors import DependencyUnavailable, InvalidInput, SecretNotFound
+from app.errors import DependencyUnavailable, InvalidInput
 from app.netguard import NetGuard
 from app.registry.records import AuthMode, BucketRecord
 from app.storage.base import BucketSigner, PresignedRequest, utcnow
@@ -48,6 +48,7 @@ from app.storage.gcs.keys import (
     BlobSigner,
     IamBlobSigner,
     parse_service_account_key,
+    service_account_key_json,
 )
 
 RESUMABLE_START_HEADERS = {"x-goog-resumable": "start"}
@@ -265,13 +266,8 @@ class GcsSignerFactory:
     async def _build_static(
         self, bucket: BucketRecord, previous: BucketSigner | None
     ) -> GcsBucketSigner:
-        ref = bucket.secret_ref
-        if not ref:
-            raise SecretNotFound(f"bucket {bucket.name} uses static keys but has no secret_ref")
-        payload = await self._secrets.get(ref, bucket.secret_version)
-        key_json = payload.get("service_account_key_json")
-        if not key_json:
-            raise SecretNotFound(f"secret {ref} lacks service_account_key_json")
+        key_json = await service_account_key_json(self._secrets, bucket)
+        ref = str(bucket.secret_ref)
         digest = hashlib.sha256(key_json.encode("utf-8")).hexdigest()
         source = ("static", digest, bucket.requester_pays)
         if isinstance(previous, GcsBucketSigner) and previous.source == source:
