@@ -369,6 +369,10 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             addresses = await self.guard.addresses(host, port)
         except DestinationRefused as exc:
             raise httpcore.ConnectError(exc.message) from exc
+        except OSError as exc:
+            # A name that does not resolve is a failed connection, as httpcore's own backend
+            # reports it; raw, it would escape httpx's errors and every caller's handling.
+            raise httpcore.ConnectError(f"{host} could not be resolved") from exc
         last: Exception | None = None
         for address in addresses:
             try:

@@ -236,6 +236,13 @@ async def test_guarded_httpx_asks_the_policy_on_every_new_connection(listener) -
     assert listener.connections == 3
 
 
+async def test_a_name_that_does_not_resolve_is_a_connect_error() -> None:
+    guard = NetGuard(resolve=_Resolver({}))
+    async with httpx.AsyncClient(transport=guarded_transport(guard), trust_env=False) as http:
+        with pytest.raises(httpx.ConnectError, match="could not be resolved"):
+            await http.get("https://nowhere.test/")
+
+
 async def test_google_api_calls_are_guarded(listener) -> None:
     resolver = _Resolver({"iam.test": ["127.0.0.1"]})
     guard = NetGuard(resolve=resolver)

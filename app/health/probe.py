@@ -20,10 +20,13 @@ from app.registry.records import AuthMode, BucketRecord, Provider
 from app.secrets.store import SecretStore
 from app.storage.base import BucketSigner
 from app.storage.credentials import SigningCredentials
+from app.storage.gcs.downscope import DownscopedToken
+from app.storage.gcs.objects import ObjectCalls
+from app.storage.gcs.signer import GcsBucketSigner
 from app.storage.s3 import S3BucketSigner
 from app.storage.service import StorageService
 from app.storage.session_policy import CredentialOp
-from app.storage.vending import MIN_DURATION, SessionUser, VendedCredentials
+from app.storage.vending import SessionUser, VendedCredentials
 
 PROBE_PREFIX = ".bucket-registry-probe/"
 CheckStatus = Literal["pass", "fail", "skipped"]
@@ -126,7 +129,10 @@ class BucketProbe:
         if write_probe:
             checks["write_probe"] = await self._write_probe(signer)
         if bucket.credential_vending:
-            checks[SCOPE_CHECK] = await self._scope_probe(bucket, signer, write=write_probe)
+            if isinstance(signer, GcsBucketSigner):
+                checks[SCOPE_CHECK] = await self._gcs_scope_probe(bucket, signer, write=write_probe)
+            else:
+                checks[SCOPE_CHECK] = await self._scope_probe(bucket, signer, write=write_probe)
         return report
 
     async def _scope_probe(
@@ -140,13 +146,14 @@ class BucketProbe:
         store accepts it), after a write inside that must succeed.
         """
         if not isinstance(signer, S3BucketSigner):
-            return CheckResult("skipped", "only S3-speaking buckets vend credentials")
+            return CheckResult("skipped", "only S3-speaking and gcp buckets vend credentials")
         scope = PROBE_PREFIX + "scope-" + random_tokens.token_hex(8) + "/"
         ops = (CredentialOp.LIST, CredentialOp.WRITE, CredentialOp.DELETE)
         user = SessionUser(PROBE_USER, request_id=request_id_var.get())
+        duration = self.storage.shortest_credential_duration(bucket)
         try:
             vended = await self.storage.vend_credentials(
-                bucket, scope, ops if write else ops[:1], MIN_DURATION, user
+                bucket, scope, ops if write else ops[:1], duration, user
             )
         except Exception as exc:
             return CheckResult("fail", f"no credential vended: {_reason(exc)}")
@@ -192,6 +199,84 @@ class BucketProbe:
         return CheckResult(
             "pass",
             f"a session vended for {scope} was refused outside it"
+            + (" (listing and write)" if write else " (listing)"),
+        )
+
+    async def _gcs_scope_probe(
+        self, bucket: BucketRecord, signer: GcsBucketSigner, *, write: bool
+    ) -> CheckResult:
+        """Vend a downscoped token for a probe prefix and ask Cloud Storage for something
+        outside it.
+
+        The token lists inside the prefix and is refused a listing of the whole bucket, which
+        the bucket's own account just made (``bucket_listable``). With ``write``, it also
+        writes and reads back an object inside and is refused a write outside (403). The
+        boundary holds no role that deletes, so what the probe wrote is removed as the
+        bucket's own account, a stray write outside included.
+        """
+        scope = PROBE_PREFIX + "scope-" + random_tokens.token_hex(8) + "/"
+        ops = (CredentialOp.LIST, CredentialOp.READ, CredentialOp.WRITE)
+        user = SessionUser(PROBE_USER, request_id=request_id_var.get())
+        duration = self.storage.shortest_credential_duration(bucket)
+        try:
+            vended = await self.storage.vend_credentials(
+                bucket, scope, ops if write else ops[:1], duration, user
+            )
+        except Exception as exc:
+            return CheckResult("fail", f"no token vended: {_reason(exc)}")
+        if not isinstance(vended, DownscopedToken):
+            return CheckResult("skipped", "the bucket vends no downscoped tokens")
+        written: list[str] = []
+        try:
+            verdict = await self._gcs_scope_checks(
+                signer.calls_as(vended.access_token), scope, written, write=write
+            )
+        except Exception as exc:
+            verdict = CheckResult("fail", f"Cloud Storage did not answer: {_reason(exc)}")
+        leftovers = [note for name in written if (note := await _remove(signer, name))]
+        if leftovers:
+            verdict.reason += "; " + "; ".join(leftovers)
+        return verdict
+
+    async def _gcs_scope_checks(
+        self, scoped: ObjectCalls, scope: str, written: list[str], *, write: bool
+    ) -> CheckResult:
+        """The verdict on what ``scoped`` may do; names of objects it wrote go to ``written``."""
+        inside = await scoped.list(scope)
+        if inside != 200:
+            return CheckResult("fail", f"a listing inside the scope failed (answered {inside})")
+        escapes = []
+        listing = await scoped.list("")
+        if listing != 403:
+            escapes.append(f"a listing of the whole bucket (answered {listing})")
+        if write:
+            name = scope + "probe"
+            body = random_tokens.token_bytes(32)
+            uploaded = await scoped.upload(name, body)
+            if uploaded < 300:
+                written.append(name)
+            if uploaded != 200:
+                return CheckResult("fail", f"a write inside the scope failed (answered {uploaded})")
+            status, content = await scoped.read(name)
+            if status != 200:
+                return CheckResult("fail", f"a read inside the scope failed (answered {status})")
+            if content != body:
+                return CheckResult("fail", "the object read back inside the scope differs")
+            stray = PROBE_PREFIX + "outside-" + random_tokens.token_hex(8)
+            escaped = await scoped.upload(stray, b"scope")
+            if escaped < 300:
+                written.append(stray)
+            if escaped != 403:
+                escapes.append(f"a write of {stray} (answered {escaped})")
+        if escapes:
+            return CheckResult(
+                "fail",
+                "Cloud Storage did not refuse " + " nor ".join(escapes) + " outside the vended"
+                " scope: it does not enforce access boundaries; turn credential_vending off",
+            )
+        return CheckResult(
+            "pass",
+            f"a token vended for {scope} was refused outside it"
             + (" (listing and write)" if write else " (listing)"),
         )
 
@@ -270,6 +355,15 @@ class BucketProbe:
             if method == "GET" and response.content != body:
                 return CheckResult("fail", "the object read back differs from what was written")
         return CheckResult("pass", f"wrote, read back and deleted {key}")
+
+
+async def _remove(signer: GcsBucketSigner, name: str) -> str | None:
+    """Delete ``name`` as the bucket's own account; a note for the report when that fails."""
+    try:
+        await signer.delete_object(name)
+    except Exception as exc:
+        return f"{name} was left behind ({_reason(exc)}): delete it by hand"
+    return None
 
 
 def _refused(response: httpx.Response) -> bool:

@@ -31,7 +31,12 @@ from app.storage.session_policy import CredentialOp
 from app.storage.sts import StsSessions
 from app.storage.sts_clients import StsClients
 from app.storage.unsigned import REQUEST_ID_PARAM, audit_text, unsigned_url, validated_audit
-from app.storage.vending import CredentialVendor, SessionUser, VendedCredentials
+from app.storage.vending import (
+    MIN_DURATION,
+    CredentialVendor,
+    SessionUser,
+    VendedCredentials,
+)
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +243,12 @@ class StorageService:
         if method == "GET" and bucket.provider.speaks_s3:
             extra.update(attribution)
         return await self.sign_with(signer, key, method, lifetime, params=extra or None)
+
+    def shortest_credential_duration(self, bucket: BucketRecord) -> int:
+        """The shortest ``duration`` ``vend_credentials`` accepts for ``bucket``."""
+        if bucket.provider is Provider.GCP:
+            return GcsTokenVendor.shortest_duration(bucket, MIN_DURATION)
+        return MIN_DURATION
 
     async def vend_credentials(
         self,

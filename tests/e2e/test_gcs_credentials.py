@@ -323,3 +323,156 @@ async def test_a_buckets_own_token_exchange_endpoint_is_used_and_guarded(
     )
     assert metadata.status_code == 400
     assert "sts_endpoint" in metadata.json()["message"]
+
+
+PROBE_PREFIX = ".bucket-registry-probe/"
+
+
+async def validate(flow: Flow, write_probe: bool) -> httpx.Response:
+    return await flow.call(
+        "POST",
+        f"/admin/buckets/{BUCKET}/validate?write_probe={str(write_probe).lower()}",
+        headers=flow.admin,
+    )
+
+
+def tokens_of(google: GoogleApiStub) -> list[str]:
+    """Every token the stub issued: the accounts' own and the downscoped ones."""
+    return [*google.storage_tokens, *google.downscoped]
+
+
+async def test_validate_proves_cloud_storage_enforces_the_boundary(
+    make_flow, moto, google: GoogleApiStub, all_logs
+) -> None:
+    flow = await static_flow(make_flow, moto, google)
+    for write_probe in (False, True):
+        report = await validate(flow, write_probe)
+        assert report.status_code == 200, report.text
+        check = report.json()["checks"]["scope_enforced"]
+        assert check["status"] == "pass", report.text
+        assert ("listing and write" in check["reason"]) is write_probe
+        # The token was narrowed to the probe's prefix: list only, or list, read and write.
+        rules = google.exchanges[-1].options["accessBoundary"]["accessBoundaryRules"]
+        assert len(rules) == (3 if write_probe else 1)
+        assert all(
+            f"{PROBE_PREFIX}scope-" in r["availabilityCondition"]["expression"] for r in rules
+        )
+    # Cloud Storage refused the token what the account itself may do: list the whole bucket,
+    # write outside the prefix.
+    refused = {(q.permission, q.object_name or "") for q in google.boundary_denials}
+    assert (LIST, "") in refused
+    assert any(p == CREATE and name.startswith(PROBE_PREFIX + "outside-") for p, name in refused)
+    # What the probe wrote inside was read back, then removed as the bucket's own account
+    # (the boundary holds no delete); nothing was written outside.
+    assert not [name for name in google.buckets[BUCKET].data if name.startswith(PROBE_PREFIX)]
+    assert any(
+        method == "DELETE" and f"/o/{PROBE_PREFIX}scope-" in path
+        for method, path, _ in google.requests
+    )
+
+    # No token in the answer, the stored validation or the logs.
+    stored = (await flow.call("GET", f"/admin/buckets/{BUCKET}", headers=flow.admin)).json()
+    assert stored["validation"]["checks"]["scope_enforced"]["status"] == "pass"
+    shown = report.text + json.dumps(stored["validation"]) + rendered_logs(all_logs)
+    assert google.downscoped and all(token not in shown for token in tokens_of(google))
+
+
+async def test_validate_fails_a_store_that_ignores_access_boundaries(
+    make_flow, moto, google: GoogleApiStub
+) -> None:
+    flow = await static_flow(make_flow, moto, google)
+    google.enforce_boundaries = False
+
+    listing_only = (await validate(flow, False)).json()
+    assert listing_only["checks"]["scope_enforced"]["status"] == "fail"
+    assert listing_only["ok"] is False
+    report = (await validate(flow, True)).json()
+    check = report["checks"]["scope_enforced"]
+    assert check["status"] == "fail"
+    assert "a listing of the whole bucket (answered 200)" in check["reason"]
+    assert f"a write of {PROBE_PREFIX}outside-" in check["reason"]
+    assert "does not enforce access boundaries; turn credential_vending off" in check["reason"]
+    assert "left behind" not in check["reason"]
+    # The stray write the store accepted, and the one inside, were removed.
+    assert not [name for name in google.buckets[BUCKET].data if name.startswith(PROBE_PREFIX)]
+    stored = (await flow.call("GET", f"/admin/buckets/{BUCKET}", headers=flow.admin)).json()
+    assert stored["validation"]["ok"] is False
+    assert stored["validation"]["checks"]["scope_enforced"]["status"] == "fail"
+
+
+async def test_validate_under_workload_identity_probes_with_a_short_token(
+    make_flow, google: GoogleApiStub, tmp_path, monkeypatch
+) -> None:
+    pod_key = google.add_account(POD_EMAIL, impersonable=False)
+    google.pod_accounts.add(POD_EMAIL)
+    adc = tmp_path / "pod-identity.json"
+    adc.write_text(key_file(POD_EMAIL, pod_key, token_uri=google.url + "/token"))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    google.add_account(SA_EMAIL)
+    google.add_bucket(BUCKET, readers=set()).admins.add(SA_EMAIL)
+    flow: Flow = await make_flow(**gcs_settings(google))
+    body = {
+        "name": BUCKET,
+        "provider": "gcp",
+        "auth_mode": "workload_identity",
+        "service_account": SA_EMAIL,
+        "credential_vending": True,
+    }
+    await flow.register(body, "incoming/", ALL_OPS)
+
+    check = (await validate(flow, True)).json()["checks"]["scope_enforced"]
+    assert check["status"] == "pass", check
+    # The probe's source token lived the shortest duration; the cleanup token could write.
+    lifetimes = [request["lifetime"] for request in google.token_requests]
+    assert "900s" in lifetimes
+    assert any(
+        request["scope"] == ["https://www.googleapis.com/auth/devstorage.read_write"]
+        for request in google.token_requests
+    )
+    assert not [name for name in google.buckets[BUCKET].data if name.startswith(PROBE_PREFIX)]
+
+
+async def test_a_probe_that_cannot_clean_up_says_what_it_left_behind(
+    make_flow, moto, google: GoogleApiStub
+) -> None:
+    flow = await static_flow(make_flow, moto, google)
+    # The account may create objects (so its tokens may write) but not delete them.
+    state = google.buckets[BUCKET]
+    state.admins.discard(SA_EMAIL)
+    state.creators.add(SA_EMAIL)
+
+    check = (await validate(flow, True)).json()["checks"]["scope_enforced"]
+    assert check["status"] == "pass"
+    assert f"{PROBE_PREFIX}scope-" in check["reason"] and "left behind" in check["reason"]
+    assert "delete it by hand" in check["reason"]
+    left = [name for name in google.buckets[BUCKET].data if name.startswith(PROBE_PREFIX)]
+    assert len(left) == 1 and left[0] in check["reason"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        ("exchange", "no token vended: Google's STS is unavailable (HTTP 503)"),
+        ("storage", "Cloud Storage did not answer: listing .bucket-registry-probe/scope-"),
+    ],
+)
+async def test_an_outage_fails_the_probe_without_tokens_or_secret_references(
+    make_flow, moto, google: GoogleApiStub, all_logs, fault: str, said: str
+) -> None:
+    flow = await static_flow(make_flow, moto, google)
+    if fault == "exchange":
+        google.exchange_fault = 503
+    else:
+        google.storage_fault = 503
+
+    report = await validate(flow, True)
+    assert report.status_code == 200, report.text
+    check = report.json()["checks"]["scope_enforced"]
+    assert check["status"] == "fail"
+    assert said in check["reason"]
+    assert "vendor-key" not in check["reason"]
+    stored = (await flow.call("GET", f"/admin/buckets/{BUCKET}", headers=flow.admin)).json()
+    shown = report.text + json.dumps(stored["validation"]) + rendered_logs(all_logs)
+    assert all(token not in shown for token in tokens_of(google))
+    assert "PRIVATE KEY" not in shown
+    assert not [name for name in google.buckets[BUCKET].data if name.startswith(PROBE_PREFIX)]

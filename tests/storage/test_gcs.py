@@ -650,6 +650,29 @@ async def test_list_one_reports_missing_and_forbidden_buckets(
         await forbidden.list_one()
 
 
+async def test_delete_object_writes_with_its_own_scope_and_tells_missing_from_refused(
+    factory: GcsSignerFactory, google: GoogleApiStub, sa_key: rsa.RSAPrivateKey
+) -> None:
+    google.add_account(STATIC_EMAIL, sa_key, impersonable=False)
+    state = google.add_bucket("gen3-data", readers=set())
+    state.admins.add(STATIC_EMAIL)
+    state.data["probe/a b/c"] = b"x"
+    signer = await static_signer(factory)
+    await signer.list_one()
+    # Listing ran on a read-only token; the delete needed (and got) one that may write.
+    assert await signer.delete_object("probe/a b/c") is True
+    assert state.data == {}
+    assert await signer.delete_object("probe/a b/c") is False
+    scopes = set(google.token_scopes.values())
+    assert {frozenset({"https://www.googleapis.com/auth/devstorage.read_only"})} < scopes
+    state.admins.discard(STATIC_EMAIL)
+    state.creators.add(STATIC_EMAIL)
+    state.data["kept"] = b"x"
+    with pytest.raises(DependencyUnavailable, match=r"may not delete kept .*HTTP 403"):
+        await signer.delete_object("kept")
+    assert state.data == {"kept": b"x"}
+
+
 async def test_list_one_sends_user_project_for_requester_pays(
     factory: GcsSignerFactory, google: GoogleApiStub, sa_key: rsa.RSAPrivateKey
 ) -> None:

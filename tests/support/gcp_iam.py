@@ -12,9 +12,15 @@ Storage JSON API objects list, speaking their REST wire formats.
 - The Cloud Storage JSON API (``GET …/b/{bucket}/o`` lists, ``GET``/``DELETE …/o/{object}``,
   ``POST /upload/storage/v1/b/{bucket}/o?uploadType=media&name=…``) and XML API
   (``GET``/``PUT``/``DELETE /{bucket}/{object}``) for bearer tokens: an account's own tokens
-  may do what its roles on the bucket allow (``readers``: get and list, ``admins``: every
-  object call); a downscoped token may do only what its account may and its boundary allows
-  (``tests.support.gcs_boundary``). Refusals are recorded in ``boundary_denials``.
+  may do what its roles on the bucket allow (``readers``: get and list, ``creators``: get, list
+  and create, ``admins``: every object call); a downscoped token may do only what its account
+  may and its boundary allows
+  (``tests.support.gcs_boundary``). Refusals are recorded in ``boundary_denials``. A token
+  whose OAuth scopes are known (from the key's assertion or ``generateAccessToken``) and none
+  of which writes (``devstorage.read_only``) is refused creating and deleting objects, as
+  Cloud Storage refuses it; a downscoped token has the scopes of the token it came from.
+- ``enforce_boundaries = False`` models a store that ignores access boundaries: a downscoped
+  token may do whatever its account may.
 - ``accepts_signed_url`` judges a V4 signed URL as Cloud Storage would: signed by a key the
   account still holds, unexpired, by an account that may read the bucket.
 
@@ -22,7 +28,8 @@ An account may hold several keys (``add_key``), as a rotation needs; ``delete_ke
 one, after which neither its token grants nor its signatures are accepted.
 
 Faults: ``fail_next`` answers the next requests with the listed statuses; ``fail_always``
-answers every request with one status.
+answers every request with one status; ``storage_fault`` answers every Cloud Storage call
+(JSON and XML APIs, not IAM or the token services) with one status.
 """
 
 from __future__ import annotations
@@ -61,6 +68,14 @@ _ACCOUNT_PATH = "/v1/projects/-/serviceAccounts/"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+# OAuth scopes under which a token may create and delete objects.
+WRITING_SCOPES = frozenset(
+    {
+        "https://www.googleapis.com/auth/cloud-platform",
+        "https://www.googleapis.com/auth/devstorage.read_write",
+        "https://www.googleapis.com/auth/devstorage.full_control",
+    }
+)
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -109,11 +124,15 @@ class GcsBucketState:
     objects: list[str] = field(default_factory=list)
     admins: set[str] = field(default_factory=set)
     data: dict[str, bytes] = field(default_factory=dict)
+    # Accounts that may read, list and create objects but not delete them.
+    creators: set[str] = field(default_factory=set)
 
     def permits(self, account: str, permission: str) -> bool:
         """What the account's own roles on the bucket allow."""
         if account in self.admins:
             return True
+        if account in self.creators:
+            return permission in (GET, LIST, CREATE)
         return account in self.readers and permission in (GET, LIST)
 
     def names(self) -> list[str]:
@@ -182,6 +201,9 @@ class _Handler(JsonHandler):
             self._error(fault, "injected fault")
             return
         query = parse_qs(parts.query)
+        if stub.storage_fault is not None and _is_storage_call(path, stub):
+            self._error(stub.storage_fault, "injected Cloud Storage fault")
+            return
         if method == "POST" and path == "/token":
             self._token(body)
         elif method == "POST" and path == "/v1/token":
@@ -242,7 +264,10 @@ class _Handler(JsonHandler):
                 self._error(400, "lifetime must be between 1s and 3600s")
                 return
             stub.token_requests.append(request)
-            token = stub.issue_storage_token(email, lifetime=lifetime)
+            scopes = request.get("scope")
+            token = stub.issue_storage_token(
+                email, lifetime=lifetime, scopes=scopes if isinstance(scopes, list) else None
+            )
             expires = datetime.fromtimestamp(stub.token_expiry[token], UTC)
             self.send_json(
                 200, {"accessToken": token, "expireTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -257,7 +282,8 @@ class _Handler(JsonHandler):
             self.send_json(400, {"error": "unsupported_grant_type"})
             return
         assertion = form.get("assertion", "")
-        issuer = jwt.decode(assertion, options={"verify_signature": False}).get("iss", "")
+        claims = jwt.decode(assertion, options={"verify_signature": False})
+        issuer = claims.get("iss", "")
         if not any(_verifies(assertion, key, f"{stub.url}/token") for key in stub.keys_of(issuer)):
             self.send_json(400, {"error": "invalid_grant", "error_description": "Invalid JWT"})
             return
@@ -266,7 +292,7 @@ class _Handler(JsonHandler):
         if issuer in stub.pod_accounts:
             token = stub.issue_pod_token()
         else:
-            token = stub.issue_storage_token(issuer)
+            token = stub.issue_storage_token(issuer, scopes=str(claims.get("scope", "")).split())
         self.send_json(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
 
     def _list(self, bucket: str, query: Mapping[str, list[str]]) -> None:
@@ -340,7 +366,17 @@ class _Handler(JsonHandler):
             self._refuse(404, "The specified bucket does not exist.", xml=xml)
             return False
         allowed = state.permits(account, question.permission)
-        if allowed and downscoped is not None and not downscoped.boundary.allows(question):
+        if allowed and question.permission in (CREATE, DELETE) and not stub.may_write(token):
+            self._refuse(
+                403, "Request had insufficient authentication scopes to write objects.", xml=xml
+            )
+            return False
+        if (
+            allowed
+            and downscoped is not None
+            and stub.enforce_boundaries
+            and not downscoped.boundary.allows(question)
+        ):
             stub.boundary_denials.append(question)
             allowed = False
         if not allowed:
@@ -411,6 +447,8 @@ class _Handler(JsonHandler):
         with stub._lock:
             stub.downscoped[token] = Downscoped(account, boundary, options, expires_at)
             stub.token_expiry[token] = expires_at
+            if subject in stub.token_scopes:
+                stub.token_scopes[token] = stub.token_scopes[subject]
         self.send_json(
             200,
             {
@@ -426,6 +464,12 @@ class _Handler(JsonHandler):
         self.send_json(
             status, {"error": {"code": status, "message": message, "status": status_name}}
         )
+
+
+def _is_storage_call(path: str, stub: GoogleApiStub) -> bool:
+    if path.startswith(("/storage/v1/", "/upload/storage/v1/")):
+        return True
+    return path.lstrip("/").partition("/")[0] in stub.buckets
 
 
 def _verifies(assertion: str, key: rsa.RSAPrivateKey, token_url: str) -> bool:
@@ -471,6 +515,12 @@ class GoogleApiStub:
             self.storage_tokens: dict[str, str] = {}
             self.token_expiry: dict[str, float] = {}
             self.token_requests: list[dict[str, Any]] = []
+            # The OAuth scopes of each token whose scopes are known.
+            self.token_scopes: dict[str, frozenset[str]] = {}
+            # False: downscoped tokens may do what their account may (boundaries ignored).
+            self.enforce_boundaries = True
+            # A status every Cloud Storage call answers with.
+            self.storage_fault: int | None = None
             self.downscoped: dict[str, Downscoped] = {}
             self.exchanges: list[TokenExchange] = []
             self.boundary_denials: list[StorageQuestion] = []
@@ -549,12 +599,22 @@ class GoogleApiStub:
         with self._lock:
             self.pod_tokens.clear()
 
-    def issue_storage_token(self, email: str, *, lifetime: int = 3600) -> str:
+    def issue_storage_token(
+        self, email: str, *, lifetime: int = 3600, scopes: list[str] | None = None
+    ) -> str:
+        """A token of ``email``; with ``scopes``, limited to what they allow."""
         token = "ya29.stub-" + secrets.token_urlsafe(16)
         with self._lock:
             self.storage_tokens[token] = email
             self.token_expiry[token] = self.now() + lifetime
+            if scopes is not None:
+                self.token_scopes[token] = frozenset(scopes)
         return token
+
+    def may_write(self, token: str) -> bool:
+        """Whether the token's OAuth scopes (when known) allow creating and deleting objects."""
+        scopes = self.token_scopes.get(token)
+        return scopes is None or bool(scopes & WRITING_SCOPES)
 
     def now(self) -> float:
         """The stub's clock (epoch seconds); ``clock_offset`` moves it, for expiry checks."""

@@ -139,6 +139,30 @@ class GoogleApis:
             )
         raise DependencyUnavailable("storage", f"{what} was refused (HTTP {status})")
 
+    async def storage_request(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        tokens: AccessTokenProvider,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
+        """A Cloud Storage request to ``path`` (below the endpoint, e.g. ``/storage/v1/b/…``)
+        as the identity of ``tokens``, answered as the store answers. 429s, 5xx answers and
+        transport errors are retried, then reported as ``DependencyUnavailable`` naming
+        ``what``, which must therefore hold nothing secret."""
+        return await self._send(
+            "storage",
+            what,
+            self._storage + path,
+            tokens,
+            method=method,
+            params=params,
+            content=content,
+        )
+
     async def aclose(self) -> None:
         if self._owns_client and self._http is not None:
             await self._http.aclose()
@@ -221,18 +245,26 @@ def _raise_for_iam(status: int, email: str, action: str) -> None:
 
 
 class _ImpersonatedTokens:
-    """Read-only storage tokens for a service account the registry may impersonate.
+    """Storage tokens (read-only unless another ``scope`` is given) for a service account the
+    registry may impersonate.
 
-    Used only by ``list_one`` (bucket validation), so tokens are not cached: what matters is
-    that the check runs as the account whose signatures the URLs will carry.
+    Used only by bucket validation (``list_one``, and removing what its probes wrote), so
+    tokens are not cached: what matters is that the check runs as the account whose
+    signatures the URLs will carry.
     """
 
-    def __init__(self, email: str, apis: GoogleApis, tokens: AccessTokenProvider) -> None:
+    def __init__(
+        self,
+        email: str,
+        apis: GoogleApis,
+        tokens: AccessTokenProvider,
+        *,
+        scope: str = DEVSTORAGE_READ_ONLY_SCOPE,
+    ) -> None:
         self._email = email
         self._apis = apis
         self._tokens = tokens
+        self._scope = scope
 
     async def token(self, *, force_refresh: bool = False) -> str:
-        return await self._apis.generate_access_token(
-            self._email, [DEVSTORAGE_READ_ONLY_SCOPE], self._tokens
-        )
+        return await self._apis.generate_access_token(self._email, [self._scope], self._tokens)

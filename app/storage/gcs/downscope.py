@@ -166,6 +166,14 @@ class GcsTokenVendor:
         self._http: httpx.AsyncClient | None = None
         self.vend_count = 0
 
+    @staticmethod
+    def shortest_duration(bucket: BucketRecord, floor: int) -> int:
+        """The shortest lifetime a token of ``bucket`` can be vended for, given the registry's
+        ``floor``: a key's token lives ``KEY_TOKEN_LIFETIME`` whatever is asked."""
+        if bucket.auth_mode is AuthMode.STATIC:
+            return max(floor, KEY_TOKEN_LIFETIME)
+        return floor
+
     def endpoint_for(self, bucket: BucketRecord) -> str:
         """The token-exchange URL: the bucket's STS (a scheme and host, as every registered
         endpoint) with Google's path, else the registry's ``gcp_sts_endpoint``."""

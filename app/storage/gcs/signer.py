@@ -40,6 +40,7 @@ from app.storage.gcs import v4
 from app.storage.gcs.apis import GCS_ENDPOINT, GoogleApis, _ImpersonatedTokens
 from app.storage.gcs.identity import (
     DEVSTORAGE_READ_ONLY_SCOPE,
+    DEVSTORAGE_READ_WRITE_SCOPE,
     AccessTokenProvider,
     GoogleAuthTokens,
     default_google_tokens,
@@ -50,6 +51,7 @@ from app.storage.gcs.keys import (
     parse_service_account_key,
     service_account_key_json,
 )
+from app.storage.gcs.objects import BearerToken, ObjectCalls
 
 RESUMABLE_START_HEADERS = {"x-goog-resumable": "start"}
 
@@ -77,6 +79,7 @@ class GcsBucketSigner:
         *,
         apis: GoogleApis,
         storage_tokens: AccessTokenProvider,
+        writer_tokens: AccessTokenProvider | None = None,
         user_project: str | None = None,
         source: tuple[Hashable, ...] = (),
         clock: Callable[[], datetime] | None = None,
@@ -87,7 +90,9 @@ class GcsBucketSigner:
         # What the signer was built from; the factory keeps the signer while this is unchanged.
         self.source = source
         self._apis = apis
+        # Read-only tokens list the bucket; only removing objects needs a writing scope.
         self._storage_tokens = storage_tokens
+        self._writer_tokens = writer_tokens
         self._now = clock or utcnow
 
     def __repr__(self) -> str:
@@ -194,6 +199,34 @@ class GcsBucketSigner:
             self.bucket_name, self._storage_tokens, user_project=self.user_project
         )
 
+    def calls_as(self, token: str) -> ObjectCalls:
+        """Object calls on this bucket made with ``token`` (a downscoped token of its account),
+        billed to the project this signer bills on a requester-pays bucket."""
+        return ObjectCalls(
+            self._apis, self.bucket_name, BearerToken(token), user_project=self.user_project
+        )
+
+    async def delete_object(self, key: str) -> bool:
+        """Delete ``key`` as the bucket's own account; False when there was nothing to delete.
+        ``DependencyUnavailable`` when the account may not (or the store does not answer)."""
+        if self._writer_tokens is None:
+            raise DependencyUnavailable(
+                "storage", f"no credentials of bucket {self.bucket_name} may delete objects"
+            )
+        calls = ObjectCalls(
+            self._apis, self.bucket_name, self._writer_tokens, user_project=self.user_project
+        )
+        status = await calls.delete(key)
+        if status in (200, 204):
+            return True
+        if status == 404:
+            return False
+        raise DependencyUnavailable(
+            "storage",
+            f"the bucket's credentials may not delete {key} from {self.bucket_name}"
+            f" (HTTP {status})",
+        )
+
     async def aclose(self) -> None:
         """Nothing to release: the HTTP client is the factory's, shared by every gcp bucket."""
 
@@ -276,17 +309,23 @@ class GcsSignerFactory:
         # Parsing and checking an RSA key takes milliseconds of CPU: not on the event loop.
         key, info = await asyncio.to_thread(parse_service_account_key, key_json, ref)
 
-        def load_credentials() -> Any:
-            return service_account.Credentials.from_service_account_info(
-                info, scopes=[DEVSTORAGE_READ_ONLY_SCOPE]
-            )
+        def credentials_for(scope: str) -> Callable[[], Any]:
+            def load() -> Any:
+                return service_account.Credentials.from_service_account_info(info, scopes=[scope])
 
-        tokens = GoogleAuthTokens(load_credentials, describe=f"an access token for {key.email}")
+            return load
+
+        describe = f"an access token for {key.email}"
         return GcsBucketSigner(
             bucket.name,
             key,
             apis=self.apis,
-            storage_tokens=tokens,
+            storage_tokens=GoogleAuthTokens(
+                credentials_for(DEVSTORAGE_READ_ONLY_SCOPE), describe=describe
+            ),
+            writer_tokens=GoogleAuthTokens(
+                credentials_for(DEVSTORAGE_READ_WRITE_SCOPE), describe=describe
+            ),
             user_project=self._user_project(bucket, key.project_id),
             source=source,
             clock=self._now,
@@ -309,6 +348,9 @@ class GcsSignerFactory:
             IamBlobSigner(email, self.apis, self._pod_tokens),
             apis=self.apis,
             storage_tokens=_ImpersonatedTokens(email, self.apis, self._pod_tokens),
+            writer_tokens=_ImpersonatedTokens(
+                email, self.apis, self._pod_tokens, scope=DEVSTORAGE_READ_WRITE_SCOPE
+            ),
             user_project=self._user_project(bucket, project),
             source=source,
             clock=self._now,
