@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     # Google's token exchange (RFC 8693) for downscoped gcp tokens; a bucket may name its own
     # (sts_endpoint), which passes the destination policy.
     gcp_sts_endpoint: str = "https://sts.googleapis.com/v1/token"
+    # Where a service-account key's tokens are asked for. A key file's own ``token_uri`` is
+    # ignored: the file may come from a project member, and the registry would POST to it.
+    gcp_oauth_token_endpoint: str = "https://oauth2.googleapis.com/token"  # noqa: S105
     # Cloud Storage JSON API (bucket validation); signed URLs always name storage.googleapis.com.
     gcs_endpoint: str = "https://storage.googleapis.com"
     # Project billed for requester-pays gcp buckets; default: the signing account's own project.

@@ -42,7 +42,9 @@ async def start(make_flow, moto, google, **settings: Any) -> Flow:  # type: igno
         Name="gen3/bucket-registry/gcs-billing",
         SecretString=json.dumps({"service_account_key_json": secret}),
     )
-    flow: Flow = await make_flow(gcs_endpoint=google.url, **settings)
+    flow: Flow = await make_flow(
+        gcs_endpoint=google.url, gcp_oauth_token_endpoint=google.url + "/token", **settings
+    )
     flow.arborist.grant("submitter", "reader", PROJECT)
     return flow
 

@@ -48,7 +48,9 @@ async def test_gcp_bucket_with_a_key_in_a_secret(make_flow, moto, google) -> Non
         Name="gen3/bucket-registry/gcs-abc",
         SecretString=json.dumps({"service_account_key_json": secret}),
     )
-    flow: Flow = await make_flow(gcs_endpoint=google.url)
+    flow: Flow = await make_flow(
+        gcs_endpoint=google.url, gcp_oauth_token_endpoint=google.url + "/token"
+    )
     await flow.register(
         {
             "name": "gen3-gcs-abc",
@@ -112,7 +114,9 @@ async def test_a_gcp_key_rotates_through_the_api_and_never_escapes(
     old_key = google.add_account(SA_EMAIL)
     google.add_bucket("abc-gcs", readers={SA_EMAIL})
     token_uri = google.url + "/token"
-    flow: Flow = await make_flow(gcs_endpoint=google.url)
+    flow: Flow = await make_flow(
+        gcs_endpoint=google.url, gcp_oauth_token_endpoint=google.url + "/token"
+    )
     flow.arborist.grant("owner", "bucket_register", PROJECT)
     flow.arborist.grant("submitter", "reader", PROJECT)
     owner = flow.user("owner")
@@ -231,7 +235,11 @@ async def test_gcp_bucket_under_workload_identity_signs_through_iam(
     signer_key = google.add_account(SA_EMAIL)
     google.add_bucket("gen3-gcs-wi", readers={SA_EMAIL})
 
-    flow: Flow = await make_flow(gcs_endpoint=google.url, gcp_iam_credentials_endpoint=google.url)
+    flow: Flow = await make_flow(
+        gcs_endpoint=google.url,
+        gcp_oauth_token_endpoint=google.url + "/token",
+        gcp_iam_credentials_endpoint=google.url,
+    )
     missing = await flow.call(
         "POST",
         "/admin/buckets",

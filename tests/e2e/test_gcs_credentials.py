@@ -38,6 +38,7 @@ def gcs_settings(google: GoogleApiStub) -> dict[str, str]:
         "gcs_endpoint": google.url,
         "gcp_iam_credentials_endpoint": google.url,
         "gcp_sts_endpoint": google.url + "/v1/token",
+        "gcp_oauth_token_endpoint": google.url + "/token",
     }
 
 

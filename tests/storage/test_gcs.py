@@ -94,7 +94,7 @@ async def factory(
     google: GoogleApiStub, gcs_secrets: DictSecrets, clock: WallClock, pod_tokens: PodTokens
 ) -> AsyncIterator[GcsSignerFactory]:
     built = GcsSignerFactory(
-        Settings(),
+        Settings(gcp_oauth_token_endpoint=f"{google.url}/token"),
         gcs_secrets,
         gcs_endpoint=google.url,
         iam_endpoint=google.url,
@@ -634,6 +634,27 @@ async def test_static_list_one_uses_a_token_from_the_key(
     listing = [r for r in google.requests if r[1] == "/storage/v1/b/gen3-data/o"]
     assert len(listing) == 2
     assert "maxResults=1" in listing[0][2]
+
+
+async def test_a_key_files_token_uri_is_never_called(
+    factory: GcsSignerFactory,
+    google: GoogleApiStub,
+    gcs_secrets: DictSecrets,
+    sa_key: rsa.RSAPrivateKey,
+) -> None:
+    # A project member may submit the key file: where it says to send the signed assertion is
+    # not the registry's to follow (it could name the metadata server or an internal service).
+    trap = GoogleApiStub().start()
+    try:
+        key_json = service_account_key_json(STATIC_EMAIL, sa_key, token_uri=f"{trap.url}/token")
+        gcs_secrets.put(SECRET_REF, {"service_account_key_json": key_json})
+        google.add_account(STATIC_EMAIL, sa_key, impersonable=False)
+        google.add_bucket("gen3-data", readers={STATIC_EMAIL})
+        await (await static_signer(factory)).list_one()
+        assert google.calls("/token") == 1
+        assert trap.requests == []
+    finally:
+        trap.stop()
 
 
 async def test_list_one_reports_missing_and_forbidden_buckets(

@@ -40,7 +40,11 @@ from app.storage.credentials import SecretSource
 from app.storage.gcs.apis import GoogleApis
 from app.storage.gcs.boundary import access_boundary, boundary_problem
 from app.storage.gcs.identity import CLOUD_PLATFORM_SCOPE, AccessTokenProvider
-from app.storage.gcs.keys import parse_service_account_key, service_account_key_json
+from app.storage.gcs.keys import (
+    parse_service_account_key,
+    service_account_key_json,
+    token_endpoint_of,
+)
 from app.storage.session_policy import CredentialOp
 
 GOOGLE_STS_ENDPOINT = "https://sts.googleapis.com/v1/token"
@@ -268,7 +272,7 @@ class GcsTokenVendor:
         ref = str(bucket.secret_ref)
         key, info = await asyncio.to_thread(parse_service_account_key, key_json, ref)
         credentials = service_account.Credentials.from_service_account_info(
-            info, scopes=[CLOUD_PLATFORM_SCOPE]
+            token_endpoint_of(info, self._settings), scopes=[CLOUD_PLATFORM_SCOPE]
         )
         transport = LoopTransport(self._client(), asyncio.get_running_loop())
         try:

@@ -9,6 +9,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from app.config import Settings
 from app.errors import SecretNotFound
 from app.registry.records import BucketRecord
 from app.storage.credentials import SecretSource
@@ -140,3 +141,9 @@ async def service_account_key_json(secrets: SecretSource, bucket: BucketRecord) 
     if not key_json:
         raise SecretNotFound(f"secret {ref} lacks service_account_key_json")
     return key_json
+
+
+def token_endpoint_of(info: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """``info`` asking the operator's token endpoint, whatever the key file's ``token_uri``
+    says: a key submitted by a project member must not choose where the registry sends it."""
+    return {**info, "token_uri": settings.gcp_oauth_token_endpoint}

@@ -50,6 +50,7 @@ from app.storage.gcs.keys import (
     IamBlobSigner,
     parse_service_account_key,
     service_account_key_json,
+    token_endpoint_of,
 )
 from app.storage.gcs.objects import BearerToken, ObjectCalls
 
@@ -311,7 +312,9 @@ class GcsSignerFactory:
 
         def credentials_for(scope: str) -> Callable[[], Any]:
             def load() -> Any:
-                return service_account.Credentials.from_service_account_info(info, scopes=[scope])
+                return service_account.Credentials.from_service_account_info(
+                    token_endpoint_of(info, self._settings), scopes=[scope]
+                )
 
             return load
 
