@@ -147,16 +147,10 @@ class BucketProbe:
         """
         if not isinstance(signer, S3BucketSigner):
             return CheckResult("skipped", "only S3-speaking and gcp buckets vend credentials")
-        scope = PROBE_PREFIX + "scope-" + random_tokens.token_hex(8) + "/"
         ops = (CredentialOp.LIST, CredentialOp.WRITE, CredentialOp.DELETE)
-        user = SessionUser(PROBE_USER, request_id=request_id_var.get())
-        duration = self.storage.shortest_credential_duration(bucket)
-        try:
-            vended = await self.storage.vend_credentials(
-                bucket, scope, ops if write else ops[:1], duration, user
-            )
-        except Exception as exc:
-            return CheckResult("fail", f"no credential vended: {_reason(exc)}")
+        scope, vended = await self._vend_for_probe(bucket, ops if write else ops[:1])
+        if isinstance(vended, Exception):
+            return CheckResult("fail", f"no credential vended: {_reason(vended)}")
         if not isinstance(vended, VendedCredentials):
             return CheckResult("skipped", "only S3-speaking buckets vend credentials")
         scoped = S3BucketSigner(
@@ -202,6 +196,19 @@ class BucketProbe:
             + (" (listing and write)" if write else " (listing)"),
         )
 
+    async def _vend_for_probe(
+        self, bucket: BucketRecord, ops: tuple[CredentialOp, ...]
+    ) -> tuple[str, object]:
+        """A fresh probe prefix and what the bucket vends for it, for as short as it may (the
+        exception instead, when vending fails: the check reports it)."""
+        scope = PROBE_PREFIX + "scope-" + random_tokens.token_hex(8) + "/"
+        user = SessionUser(PROBE_USER, request_id=request_id_var.get())
+        duration = self.storage.shortest_credential_duration(bucket)
+        try:
+            return scope, await self.storage.vend_credentials(bucket, scope, ops, duration, user)
+        except Exception as exc:
+            return scope, exc
+
     async def _gcs_scope_probe(
         self, bucket: BucketRecord, signer: GcsBucketSigner, *, write: bool
     ) -> CheckResult:
@@ -214,16 +221,10 @@ class BucketProbe:
         boundary holds no role that deletes, so what the probe wrote is removed as the
         bucket's own account, a stray write outside included.
         """
-        scope = PROBE_PREFIX + "scope-" + random_tokens.token_hex(8) + "/"
         ops = (CredentialOp.LIST, CredentialOp.READ, CredentialOp.WRITE)
-        user = SessionUser(PROBE_USER, request_id=request_id_var.get())
-        duration = self.storage.shortest_credential_duration(bucket)
-        try:
-            vended = await self.storage.vend_credentials(
-                bucket, scope, ops if write else ops[:1], duration, user
-            )
-        except Exception as exc:
-            return CheckResult("fail", f"no token vended: {_reason(exc)}")
+        scope, vended = await self._vend_for_probe(bucket, ops if write else ops[:1])
+        if isinstance(vended, Exception):
+            return CheckResult("fail", f"no token vended: {_reason(vended)}")
         if not isinstance(vended, DownscopedToken):
             return CheckResult("skipped", "the bucket vends no downscoped tokens")
         written: list[str] = []
