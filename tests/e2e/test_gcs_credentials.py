@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -209,9 +210,11 @@ async def test_a_downscoped_token_works_inside_its_prefix_and_nowhere_else(
     assert 'dependency="gcp_sts"' in metrics
 
 
-async def test_workload_identity_vends_the_duration_asked_and_delete_with_write(
-    make_flow, google: GoogleApiStub, tmp_path, monkeypatch
-) -> None:
+async def pod_identity_flow(
+    make_flow: Any, google: GoogleApiStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Flow:
+    """The app running as the pod's own account, which IAM lets act as SA_EMAIL, the account
+    that administers BUCKET."""
     pod_key = google.add_account(POD_EMAIL, impersonable=False)
     google.pod_accounts.add(POD_EMAIL)
     adc = tmp_path / "pod-identity.json"
@@ -220,6 +223,13 @@ async def test_workload_identity_vends_the_duration_asked_and_delete_with_write(
     google.add_account(SA_EMAIL)
     google.add_bucket(BUCKET, readers=set()).admins.add(SA_EMAIL)
     flow: Flow = await make_flow(**gcs_settings(google))
+    return flow
+
+
+async def test_workload_identity_vends_the_duration_asked_and_delete_with_write(
+    make_flow, google: GoogleApiStub, tmp_path, monkeypatch
+) -> None:
+    flow = await pod_identity_flow(make_flow, google, tmp_path, monkeypatch)
     body = {
         "name": BUCKET,
         "provider": "gcp",
@@ -404,14 +414,7 @@ async def test_validate_fails_a_store_that_ignores_access_boundaries(
 async def test_validate_under_workload_identity_probes_with_a_short_token(
     make_flow, google: GoogleApiStub, tmp_path, monkeypatch
 ) -> None:
-    pod_key = google.add_account(POD_EMAIL, impersonable=False)
-    google.pod_accounts.add(POD_EMAIL)
-    adc = tmp_path / "pod-identity.json"
-    adc.write_text(key_file(POD_EMAIL, pod_key, token_uri=google.url + "/token"))
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
-    google.add_account(SA_EMAIL)
-    google.add_bucket(BUCKET, readers=set()).admins.add(SA_EMAIL)
-    flow: Flow = await make_flow(**gcs_settings(google))
+    flow = await pod_identity_flow(make_flow, google, tmp_path, monkeypatch)
     body = {
         "name": BUCKET,
         "provider": "gcp",
