@@ -58,21 +58,12 @@ class KubernetesSecretResolver:
     async def get(self, ref: SecretRef, version: str | None) -> SecretPayload:
         namespace, _, name = ref.location.partition("/")
         core = await self._core_api()
-        try:
-            # Raw response on purpose: with preloading, the client logs the body at DEBUG and
-            # builds a V1Secret whose repr carries the data.
-            response: Any = await core.read_namespaced_secret(
+        status, body = await self._call(
+            ref,
+            lambda: core.read_namespaced_secret(
                 name, namespace, _preload_content=False, _request_timeout=self._timeout
-            )
-            try:
-                status = response.status
-                body = await response.read()
-            finally:
-                response.release()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise SecretUnavailable(
-                f"Kubernetes API unreachable for {ref.raw} ({type(exc).__name__})"
-            ) from None
+            ),
+        )
 
         if status in _NOT_FOUND_STATUSES:
             raise SecretNotFound(f"secret {ref.raw} not found or not readable (HTTP {status})")
@@ -190,7 +181,8 @@ class KubernetesSecretResolver:
     async def _call(
         self, ref: SecretRef, request: Callable[[], Awaitable[Any]]
     ) -> tuple[int, bytes]:
-        # Raw responses, as for reads: a preloaded answer is logged at DEBUG with its data.
+        # Raw responses on purpose: with preloading, the client logs the body at DEBUG and
+        # builds a V1Secret whose repr carries the data.
         try:
             response = await request()
             try:
