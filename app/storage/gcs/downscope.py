@@ -10,10 +10,11 @@ at Google's Security Token Service for one limited by a Credential Access Bounda
    than the source token.
 
 google-auth makes blocking calls; they run in a worker thread, and their HTTP requests are
-carried out on the event loop by the registry's own guarded client (``LoopTransport``), so the
-token endpoint of a key file and a bucket's ``sts_endpoint`` pass the same destination
-policy as every other outbound call. Tokens are handed to the caller only: never logged,
-counted or stored.
+carried out on the event loop by the registry's own guarded client (``LoopTransport``), so a
+bucket's ``sts_endpoint`` passes the same destination policy as every other outbound call.
+A key file's own ``token_uri`` is never used: its tokens come from the operator's
+``gcp_oauth_token_endpoint``, trusted by name like ``gcp_sts_endpoint``. Tokens are handed
+to the caller only: never logged, counted or stored.
 """
 
 from __future__ import annotations
@@ -294,7 +295,9 @@ class GcsTokenVendor:
         if self._http is None:
             self._http = httpx.AsyncClient(
                 timeout=httpx.Timeout(_TIMEOUT, connect=2.0),
-                transport=guarded_transport(self._netguard.trusting(self._trusted)),
+                transport=guarded_transport(
+                    self._netguard.trusting(self._trusted, self._settings.gcp_oauth_token_endpoint)
+                ),
                 trust_env=False,
             )
         return self._http
