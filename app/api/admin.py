@@ -31,6 +31,7 @@ from app.api.schemas import (
 )
 from app.container import Services
 from app.errors import AccessDenied, BucketNotFound, InvalidInput
+from app.health.selfservice import redact_ref
 from app.registry.models import Bucket, BucketAudit, BucketPolicyBinding
 from app.registry.paging import Page
 from app.registry.records import BucketStatus, Provider
@@ -327,11 +328,18 @@ class ValidationReport(BaseModel):
     )
 
 
-def _report_out(report: Any, status: str | None = None) -> ValidationReport:
+def _report_out(
+    report: Any, status: str | None = None, *, secret_ref: str | None = None
+) -> ValidationReport:
+    """The report as answered; a reason naming the bucket's ``secret_ref`` shows its
+    fingerprint only, as the stored validation does."""
     return ValidationReport(
         ok=report.ok,
-        checks={k: CheckOut(status=v.status, reason=v.reason) for k, v in report.checks.items()},
-        errors=report.errors,
+        checks={
+            k: CheckOut(status=v.status, reason=redact_ref(v.reason, secret_ref))
+            for k, v in report.checks.items()
+        },
+        errors=[redact_ref(error, secret_ref) for error in report.errors],
         status=BucketStatus(status) if status is not None else None,
     )
 
@@ -357,7 +365,8 @@ async def validate_bucket(
     report = await services.selfservice.validate(
         name, actor_for(request, who), write_probe=write_probe
     )
-    return _report_out(report, (await services.registry.get_bucket(name)).status)
+    bucket = await services.registry.get_bucket(name)
+    return _report_out(report, bucket.status, secret_ref=bucket.secret_ref)
 
 
 @router.post(
@@ -430,7 +439,7 @@ async def put_credentials(
     )
     bucket = await services.registry.get_bucket(name)
     return CredentialsRotated(
-        validation=_report_out(report).model_dump(),
+        validation=_report_out(report, secret_ref=bucket.secret_ref).model_dump(),
         status=BucketStatus(bucket.status),
         secret_version=bucket.secret_version,
     )

@@ -233,7 +233,7 @@ class SelfService:
             await self._discard(owned, staged)
             raise InvalidInput(
                 "credentials: the new keys did not pass validation; nothing was changed",
-                details={"errors": report.errors},
+                details={"errors": [redact_ref(error, staged.ref) for error in report.errors]},
             )
         await self.secrets.promote(owned, staged)
         result = validation_result(report, secret_ref=staged.ref)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from moto.sts.models import sts_backends
 
+from app.registry.records import secret_fingerprint
 from tests.e2e.conftest import (
     ALL_OPS,
     PROJECT,
@@ -804,3 +805,23 @@ async def test_operators_remove_a_suspended_bucket_from_the_command_line(
     trail = await flow.call("GET", "/admin/audit", headers=flow.admin)
     latest = next(row for row in trail.json() if row["bucket_name"] == "abc-one")
     assert (latest["action"], latest["actor"][:3]) == ("remove", "cli")
+
+
+async def test_a_validation_answer_never_names_where_the_secret_lives(
+    make_flow, moto, gateway
+) -> None:
+    # An admin registered the project's bucket with a secret of its own choosing; the
+    # project's registrant may validate it, and must learn that the secret is missing, not
+    # where it was looked for.
+    flow = await setup(make_flow)
+    boto(moto, "s3").create_bucket(Bucket="abc-admin-static")
+    where = "aws-sm://gen3/admin-only/abc-admin-static-keys"
+    body = {**static_body(gateway.url, "abc-admin-static"), "secret_ref": where}
+    created = await flow.call("POST", "/admin/buckets", json=body, headers=flow.admin)
+    assert created.status_code == 201, created.text
+    for who in (flow.user("owner"), flow.admin):
+        answer = await flow.call("POST", "/admin/buckets/abc-admin-static/validate", headers=who)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["checks"]["secret_accessible"]["status"] == "fail"
+        assert where not in answer.text
+        assert secret_fingerprint(where) in answer.json()["checks"]["secret_accessible"]["reason"]
