@@ -825,3 +825,40 @@ async def test_a_validation_answer_never_names_where_the_secret_lives(
         assert answer.json()["checks"]["secret_accessible"]["status"] == "fail"
         assert where not in answer.text
         assert secret_fingerprint(where) in answer.json()["checks"]["secret_accessible"]["reason"]
+
+
+async def test_a_purge_during_a_secrets_outage_is_a_503_that_removes_nothing(
+    make_flow, moto, gateway, kubernetes
+) -> None:
+    settings = {
+        "self_service_secrets": f"k8s://{SECRETS_NAMESPACE}/self-service",
+        "kubeconfig": kubernetes.kubeconfig,
+    }
+    flow = await setup(make_flow, **settings)
+    boto(moto, "s3").create_bucket(Bucket="abc-static")
+    await register(flow, static_body(gateway.url))
+    assert (await bind(flow, "abc-static")).status_code == 201
+    keys = {"access_key_id": STATIC_KEY_ID, "secret_access_key": STATIC_SECRET}
+    put = await flow.call(
+        "PUT", "/admin/buckets/abc-static/credentials", json=keys, headers=flow.user("owner")
+    )
+    assert put.status_code == 200, put.text
+    suspended = await flow.call("DELETE", "/admin/buckets/abc-static", headers=flow.admin)
+    assert suspended.status_code == 200, suspended.text
+    objects = kubernetes.names(SECRETS_NAMESPACE)
+    assert len(objects) == 1
+
+    kubernetes.fail_with = 503
+    refused = await flow.call("POST", "/admin/buckets/abc-static/purge", headers=flow.admin)
+    assert refused.status_code == 503, refused.text
+    assert STATIC_SECRET not in refused.text and objects[0] not in refused.text
+    kubernetes.fail_with = None
+    # Nothing went: the bucket, its bindings and its keys are all still there.
+    assert (await record(flow, "abc-static", "admin"))["status"] == "suspended"
+    bindings = await flow.call("GET", "/admin/buckets/abc-static/bindings", headers=flow.admin)
+    assert len(bindings.json()) == 1
+    assert kubernetes.names(SECRETS_NAMESPACE) == objects
+
+    removed = await flow.call("POST", "/admin/buckets/abc-static/purge", headers=flow.admin)
+    assert removed.status_code == 200 and removed.json()["secrets_removed"] is True
+    assert kubernetes.names(SECRETS_NAMESPACE) == []
